@@ -1,0 +1,875 @@
+/* proxy.c - proxy sessions: accept, choose a backend, relay both ways.
+ *
+ * A session is one client connection and at most one backend connection at a
+ * time.  Bytes from each side go into that side's half: a queue of at most
+ * RELAY_WINDOW pooled buffers, sent to the other side in one request while
+ * nothing else is being sent there.  A side is read only while its half has
+ * room, so a slow reader slows its writer and memory stays bounded by the
+ * window (back-pressure).
+ *
+ * Lifecycle:  accept -> [QUEUED] -> CONNECTING -> ESTABLISHED -> CLOSED -> free
+ *   - every end goes through session_close(), which logs the access line,
+ *     gives back the backend slot and asks the engine to close both sockets;
+ *   - the slot is reused only after the engine's `closed` callbacks for every
+ *     socket the session opened, because until then the engine may still use
+ *     the session's buffers and iovecs.
+ * Half-close: a side's FIN is passed on (shutdown of writing) after the bytes
+ * queued before it; the session ends when both directions have been shut.
+ */
+#include "relay/proxy.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+enum side { SIDE_CLIENT = 0, SIDE_BACKEND = 1 };
+
+enum sstate { S_FREE = 0, S_QUEUED, S_CONNECTING, S_ESTABLISHED, S_CLOSED };
+
+enum end_reason {
+	END_NONE = 0,
+	END_CLIENT_FIN,
+	END_BACKEND_FIN,
+	END_CLIENT_RESET,
+	END_BACKEND_RESET,
+	END_IDLE_TIMEOUT,
+	END_CONNECT_FAILED,
+	END_NO_BACKEND,
+	END_SHUTDOWN,
+};
+
+static const char *const end_names[] = {
+    [END_NONE] = "none",
+    [END_CLIENT_FIN] = "client_fin",
+    [END_BACKEND_FIN] = "backend_fin",
+    [END_CLIENT_RESET] = "client_reset",
+    [END_BACKEND_RESET] = "backend_reset",
+    [END_IDLE_TIMEOUT] = "idle_timeout",
+    [END_CONNECT_FAILED] = "connect_failed",
+    [END_NO_BACKEND] = "no_backend",
+    [END_SHUTDOWN] = "shutdown",
+};
+
+/* Bytes read from one side and not yet sent to the other. */
+struct half {
+	struct buf *q[RELAY_WINDOW]; /* oldest first; q[0..inflight) are being sent */
+	struct iovec iov[RELAY_WINDOW];
+	uint8_t count;
+	uint8_t inflight;
+	bool recv_armed;
+	bool eof;  /* the source sent FIN */
+	bool shut; /* FIN passed on to the destination */
+	uint64_t received;
+	uint64_t sent;
+};
+
+#define EXCL_WORDS 4 /* retries avoid tried backends among the first 256 */
+
+struct session {
+	uint32_t gen;
+	uint8_t state;
+	uint8_t socks; /* sockets opened and not yet released by the engine */
+	uint8_t first_fin;
+	bool fin_seen;
+	bool in_queue;
+	int backend; /* index in svc->backends, or -1 */
+	unsigned tries;
+	struct service_rt *svc;
+	struct esock *es[2];
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} peer;
+	uint64_t excl[EXCL_WORDS];
+	uint64_t t_start, last_active, deadline, next_progress;
+	struct timer timer;
+	struct session *qprev, *qnext;
+	struct half h[2]; /* indexed by the side the bytes come from */
+};
+
+static void try_connect(struct session *s);
+static void session_close(struct session *s, enum end_reason end, bool rst_client,
+                          bool rst_backend);
+
+static struct relay *relay_of(struct session *s)
+{
+	return s->svc->relay;
+}
+
+/* --- sizes ------------------------------------------------------------- */
+
+static uint32_t total_listeners(const struct config *cfg)
+{
+	uint32_t n = 0;
+	for (size_t i = 0; i < cfg->n_services; i++)
+		n += (uint32_t)cfg->services[i].n_listen;
+	return n;
+}
+
+uint32_t relay_max_sockets(const struct config *cfg)
+{
+	/* client + backend, plus a failed backend socket awaiting release */
+	return cfg->max_connections * 3 + total_listeners(cfg) + 16;
+}
+
+uint32_t relay_max_timers(const struct config *cfg)
+{
+	return cfg->max_connections + total_listeners(cfg) + 8;
+}
+
+uint32_t relay_pool_buffers(const struct config *cfg)
+{
+	return cfg->max_connections * 2 * RELAY_WINDOW + 16;
+}
+
+/* --- logging ----------------------------------------------------------- */
+
+static const char *backend_text(const struct session *s)
+{
+	return s->backend >= 0 ? s->svc->backends[s->backend].cfg->addr.text : "-";
+}
+
+static void log_session(struct session *s, const char *event, enum end_reason end)
+{
+	struct relay *r = relay_of(s);
+	if (!r->cfg->log.access)
+		return;
+	struct logline l;
+	log_begin(&l, LOG_INFO, event);
+	if (!l.enabled)
+		return;
+	char addr[ADDR_STRLEN];
+	log_str(&l, "service", s->svc->cfg->name);
+	log_str(&l, "client", addr_format(&s->peer.sa, addr, sizeof(addr)));
+	log_str(&l, "backend", backend_text(s));
+	log_u64(&l, "bytes_in", s->h[SIDE_CLIENT].received);
+	log_u64(&l, "bytes_out", s->h[SIDE_BACKEND].sent);
+	log_u64(&l, "duration_ms", r->eng->now - s->t_start);
+	if (end != END_NONE)
+		log_str(&l, "end", end_names[end]);
+	log_end(&l);
+}
+
+static void log_rejected(struct relay *r, struct service_rt *svc, const struct sockaddr *peer,
+                         const char *reason)
+{
+	if (!r->cfg->log.access)
+		return;
+	struct logline l;
+	log_begin(&l, LOG_INFO, "close");
+	char addr[ADDR_STRLEN];
+	log_str(&l, "service", svc->cfg->name);
+	log_str(&l, "client", addr_format(peer, addr, sizeof(addr)));
+	log_str(&l, "backend", "-");
+	log_u64(&l, "bytes_in", 0);
+	log_u64(&l, "bytes_out", 0);
+	log_u64(&l, "duration_ms", 0);
+	log_str(&l, "end", "rejected");
+	log_str(&l, "reason", reason);
+	log_end(&l);
+}
+
+static void log_connect_error(struct session *s, const char *why)
+{
+	struct logline l;
+	log_begin(&l, LOG_WARN, "connect_error");
+	char addr[ADDR_STRLEN];
+	log_str(&l, "service", s->svc->cfg->name);
+	log_str(&l, "client", addr_format(&s->peer.sa, addr, sizeof(addr)));
+	log_str(&l, "backend", backend_text(s));
+	log_u64(&l, "try", s->tries + 1);
+	log_str(&l, "error", why);
+	log_end(&l);
+}
+
+/* --- timers ------------------------------------------------------------ */
+
+static void on_session_timer(struct timer *t);
+
+/* Arms the session's one timer at its earliest deadline.  Activity does not
+ * move the timer: the idle check re-arms it lazily when it fires early. */
+static void session_arm_timer(struct session *s)
+{
+	struct relay *r = relay_of(s);
+	const struct cfg_service *c = s->svc->cfg;
+	uint64_t when = UINT64_MAX;
+	if (s->state == S_QUEUED || s->state == S_CONNECTING)
+		when = s->deadline;
+	else if (s->state == S_ESTABLISHED && c->idle_timeout_ms)
+		when = s->last_active + c->idle_timeout_ms;
+	if (r->cfg->log.access_interval_ms && s->next_progress < when)
+		when = s->next_progress;
+	if (when == UINT64_MAX)
+		timer_cancel(&r->eng->timers, &s->timer);
+	else
+		timer_set(&r->eng->timers, &s->timer, when, on_session_timer);
+}
+
+/* --- queue of clients waiting for a backend slot ------------------------- */
+
+static void queue_push(struct service_rt *svc, struct session *s)
+{
+	s->in_queue = true;
+	s->qnext = NULL;
+	s->qprev = svc->queue_tail;
+	if (svc->queue_tail)
+		svc->queue_tail->qnext = s;
+	else
+		svc->queue_head = s;
+	svc->queue_tail = s;
+}
+
+static void queue_remove(struct service_rt *svc, struct session *s)
+{
+	if (!s->in_queue)
+		return;
+	s->in_queue = false;
+	if (s->qprev)
+		s->qprev->qnext = s->qnext;
+	else
+		svc->queue_head = s->qnext;
+	if (s->qnext)
+		s->qnext->qprev = s->qprev;
+	else
+		svc->queue_tail = s->qprev;
+	s->qprev = s->qnext = NULL;
+}
+
+static bool svc_any_eligible(const struct service_rt *svc)
+{
+	for (size_t i = 0; i < svc->n_backends; i++)
+		if (lb_eligible(&svc->backends[i].lb))
+			return true;
+	return false;
+}
+
+/* True when some backend is up but every one is at its max_connections. */
+static bool svc_all_full(const struct service_rt *svc)
+{
+	bool any_up = false;
+	for (size_t i = 0; i < svc->n_backends; i++) {
+		const struct lb_backend *b = &svc->backends[i].lb;
+		if (b->up && !b->drained)
+			any_up = true;
+	}
+	return any_up;
+}
+
+/* A backend slot was freed: serve waiting clients, oldest first. */
+static void svc_wake_queue(struct service_rt *svc)
+{
+	while (svc->queue_head && svc_any_eligible(svc)) {
+		struct session *s = svc->queue_head;
+		queue_remove(svc, s);
+		try_connect(s);
+	}
+}
+
+/* --- the data path ----------------------------------------------------- */
+
+static void arm_recv(struct session *s, enum side side)
+{
+	struct half *h = &s->h[side];
+	if (s->state == S_CLOSED || h->recv_armed || h->eof || h->count >= RELAY_WINDOW)
+		return;
+	if (side == SIDE_BACKEND && s->state != S_ESTABLISHED)
+		return;
+	if (engine_recv(relay_of(s)->eng, s->es[side]) == 0)
+		h->recv_armed = true;
+}
+
+static void check_finished(struct session *s)
+{
+	if (s->h[SIDE_CLIENT].shut && s->h[SIDE_BACKEND].shut)
+		session_close(s, s->first_fin == SIDE_CLIENT ? END_CLIENT_FIN : END_BACKEND_FIN,
+		              false, false);
+}
+
+/* Sends what `src` queued to the other side, or passes its FIN on. */
+static void pump(struct session *s, enum side src)
+{
+	struct half *h = &s->h[src];
+	enum side dst = src == SIDE_CLIENT ? SIDE_BACKEND : SIDE_CLIENT;
+	if (s->state != S_ESTABLISHED || h->inflight)
+		return;
+	struct engine *eng = relay_of(s)->eng;
+	if (h->count > 0) {
+		for (int i = 0; i < h->count; i++) {
+			h->iov[i].iov_base = h->q[i]->data;
+			h->iov[i].iov_len = h->q[i]->len;
+		}
+		if (engine_send(eng, s->es[dst], h->iov, h->count) == 0)
+			h->inflight = h->count;
+		return;
+	}
+	if (h->eof && !h->shut) {
+		h->shut = true;
+		/* ENOTCONN here means the peer is gone; its reset shows up as
+		 * a receive error, so nothing to do with the result. */
+		(void)engine_shutdown_wr(eng, s->es[dst]);
+		check_finished(s);
+	}
+}
+
+static void on_received(void *owner, int tag, struct buf *b, int res)
+{
+	struct session *s = owner;
+	enum side side = (enum side)tag;
+	struct half *h = &s->h[side];
+	h->recv_armed = false;
+	if (res > 0) {
+		h->q[h->count++] = b;
+		h->received += (uint64_t)res;
+		if (side == SIDE_CLIENT)
+			s->svc->bytes_in += (uint64_t)res;
+		s->last_active = relay_of(s)->eng->now;
+		pump(s, side);
+		arm_recv(s, side);
+		return;
+	}
+	if (res == 0) {
+		h->eof = true;
+		if (!s->fin_seen) {
+			s->fin_seen = true;
+			s->first_fin = (uint8_t)side;
+		}
+		pump(s, side);
+		return;
+	}
+	if (res == -ENOBUFS)
+		log_msg(LOG_ERROR, "internal", "buffer pool exhausted (service %s)",
+		        s->svc->cfg->name);
+	/* A reset (or any receive error) on one side resets the other. */
+	if (side == SIDE_CLIENT)
+		session_close(s, END_CLIENT_RESET, false, true);
+	else
+		session_close(s, END_BACKEND_RESET, true, false);
+}
+
+static void on_sent(void *owner, int tag, int res)
+{
+	struct session *s = owner;
+	enum side dst = (enum side)tag;
+	enum side src = dst == SIDE_CLIENT ? SIDE_BACKEND : SIDE_CLIENT;
+	struct half *h = &s->h[src];
+	if (res < 0) {
+		if (dst == SIDE_CLIENT)
+			session_close(s, END_CLIENT_RESET, false, true);
+		else
+			session_close(s, END_BACKEND_RESET, true, false);
+		return;
+	}
+	for (int i = 0; i < h->inflight; i++)
+		buf_unref(h->q[i]);
+	memmove(h->q, h->q + h->inflight, (size_t)(h->count - h->inflight) * sizeof(h->q[0]));
+	h->count = (uint8_t)(h->count - h->inflight);
+	h->inflight = 0;
+	h->sent += (uint64_t)res;
+	if (dst == SIDE_CLIENT)
+		s->svc->bytes_out += (uint64_t)res;
+	s->last_active = relay_of(s)->eng->now;
+	pump(s, src);
+	arm_recv(s, src);
+}
+
+/* --- connecting -------------------------------------------------------- */
+
+static void release_backend(struct session *s)
+{
+	if (s->backend < 0)
+		return;
+	struct lb_backend *b = &s->svc->backends[s->backend].lb;
+	if (b->active > 0)
+		b->active--;
+}
+
+/* One try failed: count it against the backend, then retry or give up. */
+static void connect_failed(struct session *s, const char *why)
+{
+	struct relay *r = relay_of(s);
+	struct backend_rt *b = &s->svc->backends[s->backend];
+	b->connect_failures++;
+	log_connect_error(s, why);
+	engine_close(r->eng, s->es[SIDE_BACKEND], false);
+	s->es[SIDE_BACKEND] = NULL;
+	release_backend(s);
+	if ((size_t)s->backend < EXCL_WORDS * 64)
+		s->excl[s->backend / 64] |= 1ull << (s->backend % 64);
+	s->tries++;
+	svc_wake_queue(s->svc);
+	if (s->tries > s->svc->cfg->retries) {
+		session_close(s, END_CONNECT_FAILED, false, false);
+		return;
+	}
+	s->backend = -1;
+	try_connect(s);
+}
+
+static void on_connected(void *owner, int tag, int err)
+{
+	struct session *s = owner;
+	(void)tag;
+	if (err) {
+		connect_failed(s, strerror(-err));
+		return;
+	}
+	s->state = S_ESTABLISHED;
+	s->last_active = relay_of(s)->eng->now;
+	session_arm_timer(s);
+	arm_recv(s, SIDE_BACKEND);
+	pump(s, SIDE_CLIENT);
+}
+
+static void on_sock_closed(void *owner, int tag);
+
+static const struct esock_cbs session_cbs = {
+    .connected = on_connected,
+    .received = on_received,
+    .sent = on_sent,
+    .closed = on_sock_closed,
+};
+
+static void set_nodelay(int fd)
+{
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* Chooses a backend and starts connecting; queues or ends the session when
+ * none can take it. */
+static void try_connect(struct session *s)
+{
+	struct service_rt *svc = s->svc;
+	struct relay *r = svc->relay;
+	const uint64_t *excl = svc->n_backends <= EXCL_WORDS * 64 ? s->excl : NULL;
+	int idx = lb_pick(&svc->lb, &s->peer.sa, excl);
+	if (idx < 0 && s->tries > 0)
+		idx = lb_pick(&svc->lb, &s->peer.sa, NULL); /* all tried: any will do */
+	if (idx < 0) {
+		if (svc_all_full(svc) && svc->cfg->queue_timeout_ms > 0) {
+			if (s->state != S_QUEUED) {
+				s->state = S_QUEUED;
+				s->deadline = r->eng->now + svc->cfg->queue_timeout_ms;
+			}
+			queue_push(svc, s);
+			session_arm_timer(s);
+			return;
+		}
+		svc->rejected_no_backend++;
+		session_close(s, END_NO_BACKEND, false, false);
+		return;
+	}
+	s->backend = idx;
+	struct backend_rt *b = &svc->backends[idx];
+	b->lb.active++;
+	s->state = S_CONNECTING;
+	s->deadline = r->eng->now + svc->cfg->connect_timeout_ms;
+	int fd = socket(b->cfg->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		int err = errno;
+		log_connect_error(s, strerror(err));
+		release_backend(s);
+		session_close(s, END_CONNECT_FAILED, false, false);
+		return;
+	}
+	set_nodelay(fd);
+	struct esock *es = engine_open(r->eng, fd, &session_cbs, s, SIDE_BACKEND);
+	if (!es) {
+		close(fd);
+		log_connect_error(s, "engine socket table full");
+		release_backend(s);
+		session_close(s, END_CONNECT_FAILED, false, false);
+		return;
+	}
+	s->es[SIDE_BACKEND] = es;
+	s->socks++;
+	engine_connect(r->eng, es, (const struct sockaddr *)&b->cfg->addr.sa, b->cfg->addr.salen);
+	session_arm_timer(s);
+}
+
+static void on_session_timer(struct timer *t)
+{
+	struct session *s = container_of(t, struct session, timer);
+	struct relay *r = relay_of(s);
+	uint64_t now = r->eng->now;
+	const struct cfg_service *c = s->svc->cfg;
+	uint64_t interval = r->cfg->log.access_interval_ms;
+	if (interval && now >= s->next_progress) {
+		log_session(s, "progress", END_NONE);
+		s->next_progress = now + interval;
+	}
+	switch (s->state) {
+	case S_QUEUED:
+		if (now >= s->deadline) {
+			s->svc->rejected_no_backend++;
+			session_close(s, END_NO_BACKEND, false, false);
+			return;
+		}
+		break;
+	case S_CONNECTING:
+		if (now >= s->deadline) {
+			connect_failed(s, "connect timeout");
+			return;
+		}
+		break;
+	case S_ESTABLISHED:
+		if (c->idle_timeout_ms && now >= s->last_active + c->idle_timeout_ms) {
+			session_close(s, END_IDLE_TIMEOUT, false, false);
+			return;
+		}
+		break;
+	default:
+		return;
+	}
+	session_arm_timer(s);
+}
+
+/* --- ending ------------------------------------------------------------ */
+
+static void session_free(struct session *s)
+{
+	struct relay *r = relay_of(s);
+	for (int side = 0; side < 2; side++) {
+		struct half *h = &s->h[side];
+		for (int i = 0; i < h->count; i++)
+			buf_unref(h->q[i]);
+		h->count = 0;
+	}
+	s->state = S_FREE;
+	s->gen++;
+	r->free[r->nfree++] = (uint32_t)(s - r->slab);
+	r->releasing--;
+}
+
+static void maybe_stop(struct relay *r)
+{
+	if (r->shutting_down && r->active == 0 && r->releasing == 0)
+		engine_stop(r->eng);
+}
+
+static void on_sock_closed(void *owner, int tag)
+{
+	struct session *s = owner;
+	(void)tag;
+	s->socks--;
+	if (s->state == S_CLOSED && s->socks == 0) {
+		session_free(s);
+		maybe_stop(relay_of(s));
+	}
+}
+
+/* The one way a session ends.  Logs it, frees the backend slot and closes
+ * both sockets (with a reset where asked); the slot itself is freed when the
+ * engine has released every socket. */
+static void session_close(struct session *s, enum end_reason end, bool rst_client,
+                          bool rst_backend)
+{
+	struct relay *r = relay_of(s);
+	if (s->state == S_CLOSED || s->state == S_FREE)
+		return;
+	queue_remove(s->svc, s);
+	bool held_backend = s->backend >= 0 && s->es[SIDE_BACKEND] != NULL;
+	timer_cancel(&r->eng->timers, &s->timer);
+	log_session(s, "close", end);
+	s->state = S_CLOSED;
+	r->releasing++;
+	if (s->es[SIDE_CLIENT])
+		engine_close(r->eng, s->es[SIDE_CLIENT], rst_client);
+	if (s->es[SIDE_BACKEND])
+		engine_close(r->eng, s->es[SIDE_BACKEND], rst_backend);
+	s->es[SIDE_CLIENT] = s->es[SIDE_BACKEND] = NULL;
+	s->svc->active--;
+	r->active--;
+	if (held_backend) {
+		release_backend(s);
+		svc_wake_queue(s->svc);
+	}
+	if (s->socks == 0) /* cannot happen: the client socket is always open */
+		session_free(s);
+	maybe_stop(r);
+}
+
+/* --- accepting --------------------------------------------------------- */
+
+#define ACCEPT_PAUSE_MS 100
+
+static void on_resume_accept(struct timer *t)
+{
+	struct listener_rt *l = container_of(t, struct listener_rt, resume);
+	struct relay *r = l->svc->relay;
+	if (r->shutting_down || !l->es)
+		return;
+	l->paused = false;
+	engine_accept_pause(r->eng, l->es, false);
+}
+
+static bool acl_allows(const struct cfg_service *c, const struct sockaddr *peer)
+{
+	for (size_t i = 0; i < c->n_deny; i++)
+		if (cidr_match(&c->deny[i], peer))
+			return false;
+	if (c->n_allow == 0)
+		return true;
+	for (size_t i = 0; i < c->n_allow; i++)
+		if (cidr_match(&c->allow[i], peer))
+			return true;
+	return false;
+}
+
+static void on_accepted(void *owner, int fd, const struct sockaddr *peer, socklen_t len)
+{
+	struct listener_rt *l = owner;
+	struct service_rt *svc = l->svc;
+	struct relay *r = svc->relay;
+	if (fd < 0) {
+		/* Out of descriptors or memory: the pending client stays in the
+		 * backlog.  Pause this listener instead of spinning on it. */
+		if (!r->accept_warned) {
+			r->accept_warned = true;
+			struct logline ll;
+			log_begin(&ll, LOG_WARN, "accept_paused");
+			log_str(&ll, "service", svc->cfg->name);
+			log_str(&ll, "listen", l->addr->text);
+			log_str(&ll, "error", strerror(-fd));
+			log_fmt(&ll, "msg", "cannot accept, retrying every %dms", ACCEPT_PAUSE_MS);
+			log_end(&ll);
+		}
+		l->paused = true;
+		engine_accept_pause(r->eng, l->es, true);
+		engine_timer_set(r->eng, &l->resume, ACCEPT_PAUSE_MS, on_resume_accept);
+		return;
+	}
+	if (r->accept_warned) {
+		r->accept_warned = false;
+		log_msg(LOG_INFO, "accept_resumed", "accepting again on %s", l->addr->text);
+	}
+	svc->connections_total++;
+	const struct cfg_service *c = svc->cfg;
+	if (!acl_allows(c, peer)) {
+		svc->rejected_acl++;
+		close(fd);
+		log_rejected(r, svc, peer, "acl");
+		return;
+	}
+	if (r->active >= r->cfg->max_connections ||
+	    (c->max_connections && svc->active >= c->max_connections) || r->nfree == 0) {
+		svc->rejected_limit++;
+		close(fd);
+		log_rejected(r, svc, peer, "limit");
+		return;
+	}
+	struct session *s = &r->slab[r->free[r->nfree - 1]];
+	struct esock *es = engine_open(r->eng, fd, &session_cbs, s, SIDE_CLIENT);
+	if (!es) {
+		svc->rejected_limit++;
+		close(fd);
+		log_rejected(r, svc, peer, "limit");
+		return;
+	}
+	r->nfree--;
+	set_nodelay(fd);
+	uint32_t gen = s->gen;
+	memset(s, 0, sizeof(*s));
+	s->gen = gen;
+	s->svc = svc;
+	s->backend = -1;
+	s->es[SIDE_CLIENT] = es;
+	s->socks = 1;
+	if (len > sizeof(s->peer))
+		len = sizeof(s->peer);
+	memcpy(&s->peer, peer, len);
+	s->t_start = s->last_active = r->eng->now;
+	s->next_progress = r->cfg->log.access_interval_ms
+	                       ? s->t_start + r->cfg->log.access_interval_ms
+	                       : UINT64_MAX;
+	s->state = S_CONNECTING;
+	r->active++;
+	svc->active++;
+	/* Read ahead while connecting: at most one window, sent on connect. */
+	arm_recv(s, SIDE_CLIENT);
+	try_connect(s);
+}
+
+static void on_listener_closed(void *owner, int tag)
+{
+	(void)owner;
+	(void)tag;
+}
+
+static const struct esock_cbs listener_cbs = {
+    .accepted = on_accepted,
+    .closed = on_listener_closed,
+};
+
+/* --- set-up and shutdown ----------------------------------------------- */
+
+int relay_init(struct relay *r, struct config *cfg, struct engine *eng, char *err, size_t len)
+{
+	memset(r, 0, sizeof(*r));
+	r->cfg = cfg;
+	r->eng = eng;
+	r->n_svcs = cfg->n_services;
+	r->svcs = calloc(cfg->n_services, sizeof(*r->svcs));
+	r->n_listeners = total_listeners(cfg);
+	r->listeners = calloc(r->n_listeners ? r->n_listeners : 1, sizeof(*r->listeners));
+	r->n_slab = cfg->max_connections;
+	r->slab = calloc(r->n_slab, sizeof(*r->slab));
+	r->free = calloc(r->n_slab, sizeof(*r->free));
+	if (!r->svcs || !r->listeners || !r->slab || !r->free)
+		goto nomem;
+	for (uint32_t i = 0; i < r->n_slab; i++)
+		r->free[i] = r->n_slab - 1 - i;
+	r->nfree = r->n_slab;
+	size_t li = 0;
+	for (size_t i = 0; i < cfg->n_services; i++) {
+		const struct cfg_service *c = &cfg->services[i];
+		struct service_rt *svc = &r->svcs[i];
+		svc->cfg = c;
+		svc->relay = r;
+		svc->n_backends = c->n_backends;
+		svc->backends = calloc(c->n_backends ? c->n_backends : 1, sizeof(*svc->backends));
+		svc->lbp = calloc(c->n_backends ? c->n_backends : 1, sizeof(*svc->lbp));
+		if (!svc->backends || !svc->lbp)
+			goto nomem;
+		for (size_t j = 0; j < c->n_backends; j++) {
+			struct backend_rt *b = &svc->backends[j];
+			b->cfg = &c->backends[j];
+			b->lb.key = b->cfg->addr.text;
+			b->lb.weight = b->cfg->weight;
+			b->lb.max_connections = b->cfg->max_connections;
+			b->lb.up = true;
+			svc->lbp[j] = &b->lb;
+		}
+		if (c->n_backends &&
+		    lb_init(&svc->lb, c->balance, svc->lbp, c->n_backends, (uint64_t)time(NULL) ^ i) < 0)
+			goto nomem;
+		for (size_t j = 0; j < c->n_listen; j++, li++) {
+			r->listeners[li].svc = svc;
+			r->listeners[li].addr = &c->listen[j];
+			r->listeners[li].fd = -1;
+		}
+	}
+	return 0;
+nomem:
+	snprintf(err, len, "out of memory setting up %u connection slots", cfg->max_connections);
+	relay_fini(r);
+	return -1;
+}
+
+static int listen_one(struct relay *r, struct listener_rt *l, char *err, size_t len)
+{
+	const struct cfg_addr *a = l->addr;
+	int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		snprintf(err, len, "cannot listen on %s (service %s): socket: %s", a->text,
+		         l->svc->cfg->name, strerror(errno));
+		return -1;
+	}
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (a->sa.ss_family == AF_INET6) {
+		int v6only = a->wildcard ? 0 : 1;
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
+	}
+	uint64_t give_up = clock_now_ms() + l->svc->cfg->bind_timeout_ms;
+	while (bind(fd, (const struct sockaddr *)&a->sa, a->salen) == -1) {
+		int e = errno;
+		if (e == EADDRINUSE && clock_now_ms() < give_up) {
+			struct timespec ts = {0, 100 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		snprintf(err, len, "cannot listen on %s (service %s): bind: %s", a->text,
+		         l->svc->cfg->name, strerror(e));
+		close(fd);
+		return -1;
+	}
+	if (listen(fd, 4096) == -1) {
+		snprintf(err, len, "cannot listen on %s (service %s): listen: %s", a->text,
+		         l->svc->cfg->name, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	l->es = engine_open(r->eng, fd, &listener_cbs, l, 0);
+	if (!l->es) {
+		snprintf(err, len, "cannot listen on %s: engine socket table full", a->text);
+		close(fd);
+		return -1;
+	}
+	l->fd = fd;
+	engine_listen(r->eng, l->es);
+	return 0;
+}
+
+int relay_listen(struct relay *r, char *err, size_t len)
+{
+	for (size_t i = 0; i < r->n_listeners; i++)
+		if (listen_one(r, &r->listeners[i], err, len) < 0)
+			return -1;
+	return 0;
+}
+
+static void on_shutdown_timeout(struct timer *t)
+{
+	struct relay *r = container_of(t, struct relay, shutdown_timer);
+	if (r->active)
+		log_msg(LOG_WARN, "shutdown", "shutdown_timeout reached: closing %u connections",
+		        r->active);
+	for (uint32_t i = 0; i < r->n_slab; i++) {
+		struct session *s = &r->slab[i];
+		if (s->state != S_FREE && s->state != S_CLOSED)
+			session_close(s, END_SHUTDOWN, false, false);
+	}
+	maybe_stop(r);
+}
+
+void relay_shutdown(struct relay *r)
+{
+	if (r->shutting_down)
+		return;
+	r->shutting_down = true;
+	for (size_t i = 0; i < r->n_listeners; i++) {
+		struct listener_rt *l = &r->listeners[i];
+		timer_cancel(&r->eng->timers, &l->resume);
+		if (l->es)
+			engine_close(r->eng, l->es, false);
+		l->es = NULL;
+		l->fd = -1;
+	}
+	log_msg(LOG_INFO, "shutdown", "listeners closed; waiting up to %llums for %u connections",
+	        (unsigned long long)r->cfg->shutdown_timeout_ms, r->active);
+	engine_timer_set(r->eng, &r->shutdown_timer, r->cfg->shutdown_timeout_ms,
+	                 on_shutdown_timeout);
+	maybe_stop(r);
+}
+
+void relay_fini(struct relay *r)
+{
+	if (r->slab) {
+		for (uint32_t i = 0; i < r->n_slab; i++) {
+			struct session *s = &r->slab[i];
+			for (int side = 0; side < 2 && s->state != S_FREE; side++)
+				for (int k = 0; k < s->h[side].count; k++)
+					buf_unref(s->h[side].q[k]);
+		}
+	}
+	for (size_t i = 0; r->svcs && i < r->n_svcs; i++) {
+		if (r->svcs[i].n_backends)
+			lb_fini(&r->svcs[i].lb);
+		free(r->svcs[i].backends);
+		free(r->svcs[i].lbp);
+	}
+	free(r->svcs);
+	free(r->listeners);
+	free(r->slab);
+	free(r->free);
+	memset(r, 0, sizeof(*r));
+}

@@ -1,0 +1,93 @@
+/* proxy.h - the relay core for proxy services (SPEC section 3).
+ *
+ * A `struct relay` owns, for one worker: the services with their backends and
+ * balancers, the listening sockets, and a preallocated slab of sessions (one
+ * per allowed client connection).  It talks to the network only through the
+ * engine interface, so it runs unchanged on every engine.
+ */
+#ifndef FERRY_RELAY_PROXY_H
+#define FERRY_RELAY_PROXY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "engine/engine.h"
+#include "lb/lb.h"
+
+/* Buffers in flight per direction of one connection: the window.  Reading
+ * from a side stops while its direction holds this many buffers. */
+#define RELAY_WINDOW 4
+
+struct relay;
+struct session;
+
+struct backend_rt {
+	struct lb_backend lb;
+	const struct cfg_backend *cfg;
+	uint64_t connect_failures;
+};
+
+struct service_rt {
+	const struct cfg_service *cfg;
+	struct relay *relay;
+	struct backend_rt *backends;
+	struct lb_backend **lbp;
+	size_t n_backends;
+	struct lb lb;
+	unsigned active; /* client connections open */
+	/* clients waiting for a backend slot (queue_timeout), oldest first */
+	struct session *queue_head, *queue_tail;
+	uint64_t connections_total, bytes_in, bytes_out;
+	uint64_t rejected_limit, rejected_acl, rejected_no_backend;
+};
+
+struct listener_rt {
+	struct service_rt *svc;
+	const struct cfg_addr *addr;
+	struct esock *es;
+	int fd;
+	bool paused;
+	struct timer resume; /* accept pause after EMFILE */
+};
+
+struct relay {
+	struct config *cfg;
+	struct engine *eng;
+	struct service_rt *svcs;
+	size_t n_svcs;
+	struct listener_rt *listeners;
+	size_t n_listeners;
+	struct session *slab;
+	uint32_t n_slab;
+	uint32_t *free; /* stack of free session indices */
+	uint32_t nfree;
+	unsigned active;         /* client connections open, all services */
+	unsigned releasing;      /* sessions closed, sockets not yet released */
+	bool accept_warned;      /* EMFILE logged for the current episode */
+	bool shutting_down;
+	struct timer shutdown_timer;
+};
+
+/* Sizes a relay needs from its engine and pool for this config. */
+uint32_t relay_max_sockets(const struct config *cfg);
+uint32_t relay_max_timers(const struct config *cfg);
+uint32_t relay_pool_buffers(const struct config *cfg);
+
+/* Builds services, balancers and the session slab.  Borrows cfg and eng.
+ * Returns 0, or -1 with a message in err. */
+int relay_init(struct relay *r, struct config *cfg, struct engine *eng, char *err, size_t len);
+
+/* Binds and starts every listener (retrying a busy port for bind_timeout).
+ * Returns 0, or -1 with a message naming the address in err. */
+int relay_listen(struct relay *r, char *err, size_t len);
+
+/* First SIGINT/SIGTERM: closes the listeners, lets connections finish for
+ * shutdown_timeout, then closes the rest; stops the engine when none is
+ * left. */
+void relay_shutdown(struct relay *r);
+
+void relay_fini(struct relay *r);
+
+#endif
