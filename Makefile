@@ -18,7 +18,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototy
 URING_VERSION := $(shell pkg-config --modversion liburing 2>/dev/null || echo unknown)
 CFLAGS_BASE := -std=gnu11 $(WARN) -Isrc -MMD -MP -D_GNU_SOURCE \
                -DFERRY_LIBURING_VERSION='"$(URING_VERSION)"'
-LDLIBS   := -lyaml -luring
+LDLIBS   := -lyaml -luring -lpthread
 
 ifeq ($(VARIANT),asan)
   OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,7 +96,6 @@ static void print_version(void)
 		(*e)->probe(why, sizeof(why));
 		printf("  %s: %s\n", (*e)->name, why);
 	}
-	printf("  io_uring: not built into this version\n");
 	printf("liburing: %s\n", FERRY_LIBURING_VERSION);
 }
 
@@ -261,12 +261,6 @@ static void apply_overrides(struct config *cfg, const struct cli *o)
 		cfg->log.level = o->level;
 	if (o->has_format)
 		cfg->log.format = o->format;
-	if (o->has_engine && o->engine == ENGINE_URING)
-		fail("--engine io_uring: not supported yet (this build has the epoll engine; use "
-		     "epoll or auto)");
-	if (o->has_workers && o->workers != 1)
-		fail("--workers %s: more than one worker is not supported yet",
-		     o->workers ? "N" : "auto");
 	if (o->admin)
 		fail("--admin %s: the admin endpoint is not supported yet", o->admin);
 }
@@ -294,22 +288,48 @@ static void on_hup(int sig)
 	hup_requests++;
 }
 
+/* SIGUSR1 only wakes a worker from its wait. */
+static void on_wake(int sig)
+{
+	(void)sig;
+}
+
+/* One event loop: its own pool, engine, sessions and listening sockets. */
+struct worker {
+	unsigned id;
+	struct pool pool;
+	struct engine eng;
+	struct relay relay;
+	pthread_t thread;
+	bool started;
+};
+
+static struct worker *workers;
+static unsigned n_workers;
+
 static void tick(struct engine *e, void *arg)
 {
 	(void)e;
-	struct relay *r = arg;
-	if (stop_requests && !r->shutting_down)
+	struct worker *w = arg;
+	struct relay *r = &w->relay;
+	if (stop_requests && !r->shutting_down) {
 		relay_shutdown(r);
-	if (hup_requests) {
+		/* The signal reached worker 0; wake the others to see it. */
+		for (unsigned i = 1; w->id == 0 && i < n_workers; i++)
+			if (workers[i].started)
+				pthread_kill(workers[i].thread, SIGUSR1);
+	}
+	if (hup_requests && w->id == 0) {
 		hup_requests = 0;
 		log_msg(LOG_WARN, "reload", "SIGHUP: configuration reload is not supported yet; "
 		                            "keeping the running configuration");
 	}
 }
 
-/* Blocks the signals ferry handles; they are delivered only while the
- * engine waits (with wait_mask), so handlers never interrupt the relay. */
-static void setup_signals(sigset_t *wait_mask)
+/* Blocks the signals ferry handles; they are delivered only while worker 0
+ * waits (with its wait_mask), so handlers never interrupt the relay.  The
+ * other workers unblock only SIGUSR1, their wake-up. */
+static void setup_signals(sigset_t *main_mask, sigset_t *worker_mask)
 {
 	struct sigaction sa = {0};
 	sigemptyset(&sa.sa_mask);
@@ -318,6 +338,8 @@ static void setup_signals(sigset_t *wait_mask)
 	sigaction(SIGTERM, &sa, NULL);
 	sa.sa_handler = on_hup;
 	sigaction(SIGHUP, &sa, NULL);
+	sa.sa_handler = on_wake;
+	sigaction(SIGUSR1, &sa, NULL);
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
 	sigset_t block;
@@ -325,10 +347,21 @@ static void setup_signals(sigset_t *wait_mask)
 	sigaddset(&block, SIGINT);
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGHUP);
-	sigprocmask(SIG_BLOCK, &block, wait_mask);
-	sigdelset(wait_mask, SIGINT);
-	sigdelset(wait_mask, SIGTERM);
-	sigdelset(wait_mask, SIGHUP);
+	sigaddset(&block, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &block, main_mask);
+	*worker_mask = block;
+	sigdelset(worker_mask, SIGUSR1);
+	sigdelset(main_mask, SIGINT);
+	sigdelset(main_mask, SIGTERM);
+	sigdelset(main_mask, SIGHUP);
+	sigdelset(main_mask, SIGUSR1);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	engine_run(&w->eng);
+	return NULL;
 }
 
 /* Raises the descriptor limit to the hard limit and warns when the
@@ -351,16 +384,29 @@ static void setup_nofile(const struct config *cfg)
 		        (unsigned long long)rl.rlim_cur);
 }
 
+/* `auto` takes the first engine whose probe succeeds (io_uring before
+ * epoll) and says in one line why a preferred one was passed over. */
 static const struct engine_vt *choose_engine(const struct config *cfg)
 {
-	const char *want = cfg->engine == ENGINE_URING ? "io_uring" : "epoll";
-	const struct engine_vt *vt = engine_find(want);
-	if (!vt)
-		fail("engine %s: not available in this build", want);
 	char why[256];
-	if (vt->probe(why, sizeof(why)) < 0)
-		fail("engine %s cannot start: %s", want, why);
-	return vt;
+	if (cfg->engine != ENGINE_AUTO) {
+		const char *want = engine_name(cfg->engine);
+		const struct engine_vt *vt = engine_find(want);
+		if (!vt)
+			fail("engine %s: not available in this build", want);
+		if (vt->probe(why, sizeof(why)) < 0)
+			fail("engine %s cannot start: %s", want, why);
+		return vt;
+	}
+	const struct engine_vt *const *list = engine_list();
+	for (size_t i = 0; list[i]; i++) {
+		if (list[i]->probe(why, sizeof(why)) == 0)
+			return list[i];
+		if (list[i + 1])
+			log_msg(LOG_INFO, "engine", "engine %s unavailable (%s); falling back to %s",
+			        list[i]->name, why, list[i + 1]->name);
+	}
+	fail("no engine can start here: %s", why);
 }
 
 int main(int argc, char **argv)
@@ -392,43 +438,69 @@ int main(int argc, char **argv)
 
 	log_setup(cfg->log.level, cfg->log.format);
 	const struct engine_vt *vt = choose_engine(cfg);
-	sigset_t wait_mask;
-	setup_signals(&wait_mask);
+	sigset_t main_mask, worker_mask;
+	setup_signals(&main_mask, &worker_mask);
 	setup_nofile(cfg);
 
-	struct pool pool;
-	if (pool_init(&pool, relay_pool_buffers(cfg), cfg->buffer_size) < 0)
-		fail("cannot allocate %u buffers of %llu bytes: lower max_connections or "
-		     "buffer_size",
-		     relay_pool_buffers(cfg), (unsigned long long)cfg->buffer_size);
-	struct engine eng;
-	int r = engine_init(&eng, vt, &pool, relay_max_sockets(cfg), relay_max_timers(cfg));
-	if (r < 0)
-		fail("engine %s cannot start: %s", vt->name, strerror(-r));
-	eng.wait_mask = wait_mask;
-	struct relay relay;
-	if (relay_init(&relay, cfg, &eng, err, sizeof(err)) < 0)
+	n_workers = cfg->workers;
+	if (n_workers == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		n_workers = n > 0 ? (unsigned)n : 1;
+	}
+	struct relay_shared shared;
+	if (relay_shared_init(&shared, cfg, err, sizeof(err)) < 0)
 		fail("%s", err);
-	if (relay_listen(&relay, err, sizeof(err)) < 0)
-		fail("%s", err);
-	eng.tick = tick;
-	eng.tick_arg = &relay;
+	workers = calloc(n_workers, sizeof(*workers));
+	if (!workers)
+		fail("out of memory");
+	for (unsigned i = 0; i < n_workers; i++) {
+		struct worker *w = &workers[i];
+		w->id = i;
+		if (pool_init(&w->pool, relay_pool_buffers(cfg), cfg->buffer_size) < 0)
+			fail("cannot allocate %u buffers of %llu bytes: lower max_connections or "
+			     "buffer_size",
+			     relay_pool_buffers(cfg), (unsigned long long)cfg->buffer_size);
+		int r = engine_init(&w->eng, vt, &w->pool, relay_max_sockets(cfg),
+		                    relay_max_timers(cfg));
+		if (r < 0)
+			fail("engine %s cannot start: %s", vt->name, strerror(-r));
+		w->eng.wait_mask = i == 0 ? main_mask : worker_mask;
+		if (relay_init(&w->relay, cfg, &w->eng, &shared, i, err, sizeof(err)) < 0)
+			fail("%s", err);
+		if (relay_listen(&w->relay, err, sizeof(err)) < 0)
+			fail("%s", err);
+		w->eng.tick = tick;
+		w->eng.tick_arg = w;
+	}
 
 	struct logline l;
 	log_begin(&l, LOG_INFO, "ready");
 	log_str(&l, "engine", vt->name);
-	log_u64(&l, "workers", 1);
+	log_u64(&l, "workers", n_workers);
 	log_u64(&l, "services", cfg->n_services);
-	log_u64(&l, "listeners", relay.n_listeners);
+	log_u64(&l, "listeners", workers[0].relay.n_listeners);
 	log_str(&l, "version", FERRY_VERSION);
 	log_end(&l);
 
-	engine_run(&eng);
+	for (unsigned i = 1; i < n_workers; i++) {
+		int r = pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
+		if (r != 0)
+			fail("cannot start worker %u: %s", i, strerror(r));
+		workers[i].started = true;
+	}
+	engine_run(&workers[0].eng);
+	for (unsigned i = 1; i < n_workers; i++)
+		if (workers[i].started)
+			pthread_join(workers[i].thread, NULL);
 
 	log_msg(LOG_INFO, "stopped", "all connections closed");
-	relay_fini(&relay);
-	engine_fini(&eng);
-	pool_fini(&pool);
+	for (unsigned i = 0; i < n_workers; i++) {
+		relay_fini(&workers[i].relay);
+		engine_fini(&workers[i].eng);
+		pool_fini(&workers[i].pool);
+	}
+	free(workers);
+	relay_shared_fini(&shared);
 	config_free(cfg);
 	return EXIT_SUCCESS;
 }

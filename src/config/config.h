@@ -1,7 +1,7 @@
 /* config.h - ferry's configuration: the YAML file of SPEC section 2 and the
  * command-line quick mode both produce one `struct config`.
  *
- * Ownership: a config is built by config_load_file() or config_from_cli() and
+ * Ownership: a config is built by config_load_file() or config_new_default() + config_add_cli_service() and
  * released whole by config_free(); every string and array inside belongs to it.
  */
 #ifndef FERRY_CONFIG_CONFIG_H

@@ -23,7 +23,7 @@ int parse_size(const char *s, uint64_t *out_bytes);
  * also accepts IPv4 unless the kernel says otherwise; see listen code).
  * Only numeric hosts are accepted here: a name returns -EHOSTUNREACH so that
  * callers can say "host names are not supported yet".  Port must be 1..65535
- * (or 0 when allow_port0 is true).  `wildcard` is set when the host part was
+ * `wildcard` is set when the host part was
  * empty. */
 int parse_address(const char *s, struct sockaddr_storage *out, socklen_t *out_len,
                   bool *wildcard);

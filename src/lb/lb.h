@@ -13,7 +13,8 @@
  *                about 1/N of the keys.
  *
  * The balancer does not own the backends: it reads `struct lb_backend` through
- * the pointer array given to lb_init().  All functions are for one thread.
+ * the pointer array given to lb_init().  Backends are shared by every worker
+ * (their `active` count is atomic); a `struct lb` belongs to one worker.
  */
 #ifndef FERRY_LB_LB_H
 #define FERRY_LB_LB_H
@@ -30,7 +31,7 @@ struct lb_backend {
 	const char *key;          /* address as written: Maglev's key */
 	unsigned weight;          /* 1..256 */
 	unsigned max_connections; /* 0: unlimited */
-	unsigned active;          /* open connections now */
+	_Atomic unsigned active;  /* open connections now, all workers */
 	bool up;                  /* health state (always true without checks) */
 	bool drained;             /* admin drain: no new connections */
 };

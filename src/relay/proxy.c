@@ -19,6 +19,7 @@
 #include "relay/proxy.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -102,6 +103,24 @@ static void session_close(struct session *s, enum end_reason end, bool rst_clien
 static struct relay *relay_of(struct session *s)
 {
 	return s->svc->relay;
+}
+
+/* Takes one of `max` slots of a counter shared by the workers (max 0: no
+ * limit).  False when all are taken. */
+static bool slot_acquire(_Atomic unsigned *n, unsigned max)
+{
+	unsigned cur = atomic_load_explicit(n, memory_order_relaxed);
+	do {
+		if (max && cur >= max)
+			return false;
+	} while (!atomic_compare_exchange_weak_explicit(n, &cur, cur + 1, memory_order_relaxed,
+	                                                memory_order_relaxed));
+	return true;
+}
+
+static void slot_release(_Atomic unsigned *n)
+{
+	atomic_fetch_sub_explicit(n, 1, memory_order_relaxed);
 }
 
 /* --- sizes ------------------------------------------------------------- */
@@ -386,9 +405,7 @@ static void release_backend(struct session *s)
 {
 	if (s->backend < 0)
 		return;
-	struct lb_backend *b = &s->svc->backends[s->backend].lb;
-	if (b->active > 0)
-		b->active--;
+	slot_release(&s->svc->backends[s->backend].lb.active);
 }
 
 /* One try failed: count it against the backend, then retry or give up. */
@@ -396,7 +413,7 @@ static void connect_failed(struct session *s, const char *why)
 {
 	struct relay *r = relay_of(s);
 	struct backend_rt *b = &s->svc->backends[s->backend];
-	b->connect_failures++;
+	atomic_fetch_add_explicit(&b->connect_failures, 1, memory_order_relaxed);
 	log_connect_error(s, why);
 	engine_close(r->eng, s->es[SIDE_BACKEND], false);
 	s->es[SIDE_BACKEND] = NULL;
@@ -443,16 +460,41 @@ static void set_nodelay(int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+/* Chooses a backend and takes one of its connection slots.  Another worker
+ * may take the last slot between the balancer's look and the increment; then
+ * that backend is skipped for this pick.  Returns the index or -1. */
+static int pick_backend(struct session *s)
+{
+	struct service_rt *svc = s->svc;
+	bool use_excl = svc->n_backends <= EXCL_WORDS * 64;
+	uint64_t skip[EXCL_WORDS];
+	memcpy(skip, s->excl, sizeof(skip));
+	for (unsigned round = 0; round < 8; round++) {
+		int idx = lb_pick(&svc->lb, &s->peer.sa, use_excl ? skip : NULL);
+		if (idx < 0 && s->tries > 0 && round == 0) {
+			/* every backend was tried: any eligible one will do */
+			memset(skip, 0, sizeof(skip));
+			idx = lb_pick(&svc->lb, &s->peer.sa, use_excl ? skip : NULL);
+		}
+		if (idx < 0)
+			return -1;
+		struct lb_backend *b = &svc->backends[idx].lb;
+		if (slot_acquire(&b->active, b->max_connections))
+			return idx;
+		if (!use_excl)
+			return -1;
+		skip[idx / 64] |= 1ull << (idx % 64);
+	}
+	return -1;
+}
+
 /* Chooses a backend and starts connecting; queues or ends the session when
  * none can take it. */
 static void try_connect(struct session *s)
 {
 	struct service_rt *svc = s->svc;
 	struct relay *r = svc->relay;
-	const uint64_t *excl = svc->n_backends <= EXCL_WORDS * 64 ? s->excl : NULL;
-	int idx = lb_pick(&svc->lb, &s->peer.sa, excl);
-	if (idx < 0 && s->tries > 0)
-		idx = lb_pick(&svc->lb, &s->peer.sa, NULL); /* all tried: any will do */
+	int idx = pick_backend(s);
 	if (idx < 0) {
 		if (svc_all_full(svc) && svc->cfg->queue_timeout_ms > 0) {
 			if (s->state != S_QUEUED) {
@@ -469,7 +511,6 @@ static void try_connect(struct session *s)
 	}
 	s->backend = idx;
 	struct backend_rt *b = &svc->backends[idx];
-	b->lb.active++;
 	s->state = S_CONNECTING;
 	s->deadline = r->eng->now + svc->cfg->connect_timeout_ms;
 	int fd = socket(b->cfg->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -587,6 +628,8 @@ static void session_close(struct session *s, enum end_reason end, bool rst_clien
 		engine_close(r->eng, s->es[SIDE_BACKEND], rst_backend);
 	s->es[SIDE_CLIENT] = s->es[SIDE_BACKEND] = NULL;
 	s->svc->active--;
+	slot_release(&s->svc->sh->active);
+	slot_release(&r->sh->active);
 	r->active--;
 	if (held_backend) {
 		release_backend(s);
@@ -659,16 +702,19 @@ static void on_accepted(void *owner, int fd, const struct sockaddr *peer, sockle
 		log_rejected(r, svc, peer, "acl");
 		return;
 	}
-	if (r->active >= r->cfg->max_connections ||
-	    (c->max_connections && svc->active >= c->max_connections) || r->nfree == 0) {
-		svc->rejected_limit++;
-		close(fd);
-		log_rejected(r, svc, peer, "limit");
-		return;
+	bool got_global = false, got_svc = false;
+	struct session *s = NULL;
+	struct esock *es = NULL;
+	if (r->nfree > 0 && (got_global = slot_acquire(&r->sh->active, r->cfg->max_connections)) &&
+	    (got_svc = slot_acquire(&svc->sh->active, c->max_connections))) {
+		s = &r->slab[r->free[r->nfree - 1]];
+		es = engine_open(r->eng, fd, &session_cbs, s, SIDE_CLIENT);
 	}
-	struct session *s = &r->slab[r->free[r->nfree - 1]];
-	struct esock *es = engine_open(r->eng, fd, &session_cbs, s, SIDE_CLIENT);
 	if (!es) {
+		if (got_global)
+			slot_release(&r->sh->active);
+		if (got_svc)
+			slot_release(&svc->sh->active);
 		svc->rejected_limit++;
 		close(fd);
 		log_rejected(r, svc, peer, "limit");
@@ -711,11 +757,58 @@ static const struct esock_cbs listener_cbs = {
 
 /* --- set-up and shutdown ----------------------------------------------- */
 
-int relay_init(struct relay *r, struct config *cfg, struct engine *eng, char *err, size_t len)
+int relay_shared_init(struct relay_shared *sh, const struct config *cfg, char *err, size_t len)
+{
+	memset(sh, 0, sizeof(*sh));
+	sh->cfg = cfg;
+	sh->n_svcs = cfg->n_services;
+	sh->svcs = calloc(cfg->n_services ? cfg->n_services : 1, sizeof(*sh->svcs));
+	if (!sh->svcs)
+		goto nomem;
+	for (size_t i = 0; i < cfg->n_services; i++) {
+		const struct cfg_service *c = &cfg->services[i];
+		struct shared_service *ss = &sh->svcs[i];
+		size_t n = c->n_backends;
+		ss->n_backends = n;
+		ss->backends = calloc(n ? n : 1, sizeof(*ss->backends));
+		ss->lbp = calloc(n ? n : 1, sizeof(*ss->lbp));
+		if (!ss->backends || !ss->lbp)
+			goto nomem;
+		for (size_t j = 0; j < n; j++) {
+			struct backend_rt *b = &ss->backends[j];
+			b->cfg = &c->backends[j];
+			b->lb.key = b->cfg->addr.text;
+			b->lb.weight = b->cfg->weight;
+			b->lb.max_connections = b->cfg->max_connections;
+			b->lb.up = true;
+			ss->lbp[j] = &b->lb;
+		}
+	}
+	return 0;
+nomem:
+	snprintf(err, len, "out of memory setting up services");
+	relay_shared_fini(sh);
+	return -1;
+}
+
+void relay_shared_fini(struct relay_shared *sh)
+{
+	for (size_t i = 0; sh->svcs && i < sh->n_svcs; i++) {
+		free(sh->svcs[i].backends);
+		free(sh->svcs[i].lbp);
+	}
+	free(sh->svcs);
+	memset(sh, 0, sizeof(*sh));
+}
+
+int relay_init(struct relay *r, struct config *cfg, struct engine *eng, struct relay_shared *sh,
+               unsigned worker, char *err, size_t len)
 {
 	memset(r, 0, sizeof(*r));
 	r->cfg = cfg;
 	r->eng = eng;
+	r->sh = sh;
+	r->worker = worker;
 	r->n_svcs = cfg->n_services;
 	r->svcs = calloc(cfg->n_services, sizeof(*r->svcs));
 	r->n_listeners = total_listeners(cfg);
@@ -734,22 +827,11 @@ int relay_init(struct relay *r, struct config *cfg, struct engine *eng, char *er
 		struct service_rt *svc = &r->svcs[i];
 		svc->cfg = c;
 		svc->relay = r;
-		svc->n_backends = c->n_backends;
-		svc->backends = calloc(c->n_backends ? c->n_backends : 1, sizeof(*svc->backends));
-		svc->lbp = calloc(c->n_backends ? c->n_backends : 1, sizeof(*svc->lbp));
-		if (!svc->backends || !svc->lbp)
-			goto nomem;
-		for (size_t j = 0; j < c->n_backends; j++) {
-			struct backend_rt *b = &svc->backends[j];
-			b->cfg = &c->backends[j];
-			b->lb.key = b->cfg->addr.text;
-			b->lb.weight = b->cfg->weight;
-			b->lb.max_connections = b->cfg->max_connections;
-			b->lb.up = true;
-			svc->lbp[j] = &b->lb;
-		}
-		if (c->n_backends &&
-		    lb_init(&svc->lb, c->balance, svc->lbp, c->n_backends, (uint64_t)time(NULL) ^ i) < 0)
+		svc->sh = &sh->svcs[i];
+		svc->backends = svc->sh->backends;
+		svc->n_backends = svc->sh->n_backends;
+		if (c->n_backends && lb_init(&svc->lb, c->balance, svc->sh->lbp, c->n_backends,
+		                             (uint64_t)time(NULL) ^ (i << 8) ^ worker) < 0)
 			goto nomem;
 		for (size_t j = 0; j < c->n_listen; j++, li++) {
 			r->listeners[li].svc = svc;
@@ -775,6 +857,10 @@ static int listen_one(struct relay *r, struct listener_rt *l, char *err, size_t 
 	}
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* Several workers: each has its own socket on the port and the
+	 * kernel spreads new connections among them. */
+	if (r->cfg->workers > 1)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (a->sa.ss_family == AF_INET6) {
 		int v6only = a->wildcard ? 0 : 1;
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
@@ -861,12 +947,9 @@ void relay_fini(struct relay *r)
 					buf_unref(s->h[side].q[k]);
 		}
 	}
-	for (size_t i = 0; r->svcs && i < r->n_svcs; i++) {
+	for (size_t i = 0; r->svcs && i < r->n_svcs; i++)
 		if (r->svcs[i].n_backends)
 			lb_fini(&r->svcs[i].lb);
-		free(r->svcs[i].backends);
-		free(r->svcs[i].lbp);
-	}
 	free(r->svcs);
 	free(r->listeners);
 	free(r->slab);

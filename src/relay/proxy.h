@@ -23,20 +23,38 @@
 struct relay;
 struct session;
 
+/* Backend state shared by every worker. */
 struct backend_rt {
 	struct lb_backend lb;
 	const struct cfg_backend *cfg;
-	uint64_t connect_failures;
+	_Atomic uint64_t connect_failures;
 };
 
-struct service_rt {
-	const struct cfg_service *cfg;
-	struct relay *relay;
+/* What the workers share: connection counts that the limits apply to, and
+ * the backends.  Built once before the workers start. */
+struct shared_service {
+	_Atomic unsigned active; /* client connections open, all workers */
 	struct backend_rt *backends;
 	struct lb_backend **lbp;
 	size_t n_backends;
+};
+
+struct relay_shared {
+	const struct config *cfg;
+	_Atomic unsigned active; /* client connections open, all services */
+	struct shared_service *svcs;
+	size_t n_svcs;
+};
+
+/* One worker's view of a service. */
+struct service_rt {
+	const struct cfg_service *cfg;
+	struct relay *relay;
+	struct shared_service *sh;
+	struct backend_rt *backends; /* == sh->backends */
+	size_t n_backends;
 	struct lb lb;
-	unsigned active; /* client connections open */
+	unsigned active; /* this worker's client connections */
 	/* clients waiting for a backend slot (queue_timeout), oldest first */
 	struct session *queue_head, *queue_tail;
 	uint64_t connections_total, bytes_in, bytes_out;
@@ -55,6 +73,8 @@ struct listener_rt {
 struct relay {
 	struct config *cfg;
 	struct engine *eng;
+	struct relay_shared *sh;
+	unsigned worker;
 	struct service_rt *svcs;
 	size_t n_svcs;
 	struct listener_rt *listeners;
@@ -75,11 +95,17 @@ uint32_t relay_max_sockets(const struct config *cfg);
 uint32_t relay_max_timers(const struct config *cfg);
 uint32_t relay_pool_buffers(const struct config *cfg);
 
-/* Builds services, balancers and the session slab.  Borrows cfg and eng.
- * Returns 0, or -1 with a message in err. */
-int relay_init(struct relay *r, struct config *cfg, struct engine *eng, char *err, size_t len);
+/* Builds the state every worker shares.  0, or -1 with a message in err. */
+int relay_shared_init(struct relay_shared *sh, const struct config *cfg, char *err, size_t len);
+void relay_shared_fini(struct relay_shared *sh);
 
-/* Binds and starts every listener (retrying a busy port for bind_timeout).
+/* Builds one worker's services, balancers and session slab.  Borrows cfg,
+ * eng and sh.  Returns 0, or -1 with a message in err. */
+int relay_init(struct relay *r, struct config *cfg, struct engine *eng, struct relay_shared *sh,
+               unsigned worker, char *err, size_t len);
+
+/* Binds and starts every listener (retrying a busy port for bind_timeout);
+ * with several workers each binds its own sockets with SO_REUSEPORT.
  * Returns 0, or -1 with a message naming the address in err. */
 int relay_listen(struct relay *r, char *err, size_t len);
 
