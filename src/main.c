@@ -28,7 +28,7 @@
 #define FERRY_LIBURING_VERSION "unknown"
 #endif
 
-#define EXIT_USAGE 2
+#define EXIT_USAGE    2
 #define MAX_CLI_ADDRS 64
 
 static const char usage_text[] =
@@ -180,9 +180,10 @@ static void parse_cli(int argc, char **argv, struct cli *o)
 			break;
 		case OPT_BALANCE:
 			if (balance_from_name(optarg, &o->balance) < 0)
-				usage_error("--balance: unknown value \"%s\" (expected round_robin, "
-				            "least_conn, random, source_hash)",
-				            optarg);
+				usage_error(
+				    "--balance: unknown value \"%s\" (expected round_robin, "
+				    "least_conn, random, source_hash)",
+				    optarg);
 			o->has_balance = true;
 			break;
 		case OPT_ENGINE:
@@ -201,9 +202,10 @@ static void parse_cli(int argc, char **argv, struct cli *o)
 				unsigned long v = strtoul(optarg, &end, 10);
 				if (errno || *end || end == optarg || v < 1 || v > 1024 ||
 				    optarg[0] == '-')
-					usage_error("--workers: invalid value \"%s\" (expected a number "
-					            "from 1 to 1024, or auto)",
-					            optarg);
+					usage_error(
+					    "--workers: invalid value \"%s\" (expected a number "
+					    "from 1 to 1024, or auto)",
+					    optarg);
 				o->workers = (unsigned)v;
 			}
 			o->has_workers = true;
@@ -211,15 +213,17 @@ static void parse_cli(int argc, char **argv, struct cli *o)
 		}
 		case OPT_LOG_LEVEL:
 			if (log_level_from_name(optarg, &o->level) < 0)
-				usage_error("--log-level: unknown value \"%s\" (expected debug, info, "
-				            "warn, error)",
-				            optarg);
+				usage_error(
+				    "--log-level: unknown value \"%s\" (expected debug, info, "
+				    "warn, error)",
+				    optarg);
 			o->has_level = true;
 			break;
 		case OPT_LOG_FORMAT:
 			if (log_format_from_name(optarg, &o->format) < 0)
-				usage_error("--log-format: unknown value \"%s\" (expected text, json)",
-				            optarg);
+				usage_error(
+				    "--log-format: unknown value \"%s\" (expected text, json)",
+				    optarg);
 			o->has_format = true;
 			break;
 		case OPT_ADMIN:
@@ -239,7 +243,8 @@ static void parse_cli(int argc, char **argv, struct cli *o)
 	if (optind < argc)
 		usage_error("unexpected argument \"%s\"", argv[optind]);
 	if (o->config && (o->n_listen || o->n_backend || o->n_mirror || o->has_balance))
-		usage_error("-c cannot be combined with --listen, --backend, --mirror or --balance");
+		usage_error(
+		    "-c cannot be combined with --listen, --backend, --mirror or --balance");
 	if (o->test && !o->config)
 		usage_error("-t needs -c FILE");
 	if (!o->config && !o->n_listen && !o->n_backend)
@@ -298,6 +303,7 @@ static void on_wake(int sig)
 struct worker {
 	unsigned id;
 	struct pool pool;
+	struct pipe_pool pipes;
 	struct engine eng;
 	struct relay relay;
 	pthread_t thread;
@@ -321,8 +327,9 @@ static void tick(struct engine *e, void *arg)
 	}
 	if (hup_requests && w->id == 0) {
 		hup_requests = 0;
-		log_msg(LOG_WARN, "reload", "SIGHUP: configuration reload is not supported yet; "
-		                            "keeping the running configuration");
+		log_msg(LOG_WARN, "reload",
+		        "SIGHUP: configuration reload is not supported yet; "
+		        "keeping the running configuration");
 	}
 }
 
@@ -355,6 +362,24 @@ static void setup_signals(sigset_t *main_mask, sigset_t *worker_mask)
 	sigdelset(main_mask, SIGTERM);
 	sigdelset(main_mask, SIGHUP);
 	sigdelset(main_mask, SIGUSR1);
+}
+
+/* Pipes for splice: 256 KiB each, 32 MiB in all, half of the per-user
+ * budget a default kernel gives (fs.pipe-user-pages-soft: 64 MiB), so pipes
+ * are not shrunk.  FERRY_PIPES=N sets the count per worker (0: no splice). */
+#define PIPE_SIZE   (256u * 1024)
+#define PIPE_BUDGET (32u * 1024 * 1024)
+
+static uint32_t pipes_per_worker(unsigned n)
+{
+	const char *env = getenv("FERRY_PIPES");
+	if (env && *env) {
+		char *end;
+		unsigned long v = strtoul(env, &end, 10);
+		if (*end == '\0' && v <= 65536)
+			return (uint32_t)v;
+	}
+	return PIPE_BUDGET / PIPE_SIZE / (n ? n : 1);
 }
 
 static void *worker_main(void *arg)
@@ -403,8 +428,9 @@ static const struct engine_vt *choose_engine(const struct config *cfg)
 		if (list[i]->probe(why, sizeof(why)) == 0)
 			return list[i];
 		if (list[i + 1])
-			log_msg(LOG_INFO, "engine", "engine %s unavailable (%s); falling back to %s",
-			        list[i]->name, why, list[i + 1]->name);
+			log_msg(LOG_INFO, "engine",
+			        "engine %s unavailable (%s); falling back to %s", list[i]->name,
+			        why, list[i + 1]->name);
 	}
 	fail("no engine can start here: %s", why);
 }
@@ -464,6 +490,9 @@ int main(int argc, char **argv)
 		                    relay_max_timers(cfg));
 		if (r < 0)
 			fail("engine %s cannot start: %s", vt->name, strerror(-r));
+		if (pipes_init(&w->pipes, pipes_per_worker(n_workers), PIPE_SIZE) < 0)
+			fail("out of memory");
+		w->eng.pipes = &w->pipes;
 		w->eng.wait_mask = i == 0 ? main_mask : worker_mask;
 		if (relay_init(&w->relay, cfg, &w->eng, &shared, i, err, sizeof(err)) < 0)
 			fail("%s", err);
@@ -497,6 +526,7 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < n_workers; i++) {
 		relay_fini(&workers[i].relay);
 		engine_fini(&workers[i].eng);
+		pipes_fini(&workers[i].pipes);
 		pool_fini(&workers[i].pool);
 	}
 	free(workers);

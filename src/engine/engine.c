@@ -24,8 +24,8 @@ const struct engine_vt *engine_find(const char *name)
 	return NULL;
 }
 
-int engine_init(struct engine *e, const struct engine_vt *vt, struct pool *pool,
-                uint32_t max_socks, uint32_t max_timers)
+int engine_init(struct engine *e, const struct engine_vt *vt, struct pool *pool, uint32_t max_socks,
+                uint32_t max_timers)
 {
 	memset(e, 0, sizeof(*e));
 	e->vt = vt;

@@ -15,6 +15,19 @@
  *            one send in flight per socket.  The engine borrows the iovec
  *            array and the memory it points to until the completion (or the
  *            `closed` callback): the caller keeps both alive and unchanged.
+ *   splice   engine_splice_in(): like a receive, but the bytes go from the
+ *            socket into a pipe (zero-copy), taken from the engine's pipe
+ *            pool when the caller's slot holds none; one `spliced`
+ *            completion with the bytes moved, 0 at end of stream, or -errno.
+ *            When no pipe can be had it receives into a buffer instead and
+ *            completes with `received`.  engine_splice_out(): like a send,
+ *            from a pipe to the socket; completes with `sent`.  The engine
+ *            keeps pipe->bytes up to date.  *slot is read when the bytes
+ *            move, so while a splice_in is armed the caller may give an
+ *            empty pipe back (set *slot to NULL first); an engine that
+ *            moves bytes asynchronously keeps such a pipe until its
+ *            operation ends and then stores it back in *slot.  Engines
+ *            without splice leave these NULL; the caller then uses buffers.
  *   shutdown engine_shutdown_wr(): FIN after what was sent; immediate.
  *   close    engine_close(): no completion fires for the socket after it
  *            but one `closed` callback, from the loop, once nothing is in
@@ -40,6 +53,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "buf/pipes.h"
 #include "buf/pool.h"
 #include "core/timer.h"
 
@@ -54,6 +68,7 @@ struct esock_cbs {
 	void (*connected)(void *owner, int tag, int err);
 	void (*received)(void *owner, int tag, struct buf *b, int res);
 	void (*sent)(void *owner, int tag, int res);
+	void (*spliced)(void *owner, int tag, int res);
 	void (*closed)(void *owner, int tag);
 };
 
@@ -75,6 +90,9 @@ struct engine_vt {
 	int (*connect)(struct engine *e, struct esock *s, const struct sockaddr *sa, socklen_t len);
 	int (*recv)(struct engine *e, struct esock *s);
 	int (*send)(struct engine *e, struct esock *s, const struct iovec *iov, int n);
+	/* optional (NULL: no zero-copy path) */
+	int (*splice_in)(struct engine *e, struct esock *s, struct pipe_buf **slot);
+	int (*splice_out)(struct engine *e, struct esock *s, struct pipe_buf *p, uint32_t n);
 	int (*shutdown_wr)(struct engine *e, struct esock *s);
 	void (*close)(struct engine *e, struct esock *s, bool reset);
 	int (*fd)(const struct esock *s);
@@ -84,6 +102,7 @@ struct engine {
 	const struct engine_vt *vt;
 	void *impl;
 	struct pool *pool;
+	struct pipe_pool *pipes; /* NULL or cap 0: no splicing */
 	struct timer_heap timers;
 	uint64_t now; /* ms, refreshed each loop turn */
 	bool stop;
@@ -101,8 +120,8 @@ const struct engine_vt *engine_find(const char *name);
 
 /* Creates the engine: its pool is `pool` (borrowed), its socket table holds
  * max_socks sockets and its timer heap max_timers timers.  0 or -errno. */
-int engine_init(struct engine *e, const struct engine_vt *vt, struct pool *pool,
-                uint32_t max_socks, uint32_t max_timers);
+int engine_init(struct engine *e, const struct engine_vt *vt, struct pool *pool, uint32_t max_socks,
+                uint32_t max_timers);
 void engine_fini(struct engine *e);
 
 /* Runs until engine_stop().  Returns 0. */
@@ -137,6 +156,19 @@ static inline int engine_recv(struct engine *e, struct esock *s)
 static inline int engine_send(struct engine *e, struct esock *s, const struct iovec *iov, int n)
 {
 	return e->vt->send(e, s, iov, n);
+}
+static inline bool engine_can_splice(const struct engine *e)
+{
+	return e->vt->splice_in && e->pipes && e->pipes->cap > 0;
+}
+static inline int engine_splice_in(struct engine *e, struct esock *s, struct pipe_buf **slot)
+{
+	return e->vt->splice_in(e, s, slot);
+}
+static inline int engine_splice_out(struct engine *e, struct esock *s, struct pipe_buf *p,
+                                    uint32_t n)
+{
+	return e->vt->splice_out(e, s, p, n);
 }
 static inline int engine_shutdown_wr(struct engine *e, struct esock *s)
 {

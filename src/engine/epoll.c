@@ -13,6 +13,7 @@
 #include "engine/engine.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,9 +32,10 @@ enum {
 	F_WANT_RECV = 1 << 5,
 	F_WANT_SEND = 1 << 6,
 	F_CONNECTING = 1 << 7,
-	F_CONN_DONE = 1 << 8, /* connect() finished at once; result in conn_res */
-	F_CLOSED = 1 << 9,    /* closed: `closed` callback pending */
-	F_RDHUP = 1 << 10,    /* the peer's FIN or an error was seen */
+	F_CONN_DONE = 1 << 8,  /* connect() finished at once; result in conn_res */
+	F_CLOSED = 1 << 9,     /* closed: `closed` callback pending */
+	F_RDHUP = 1 << 10,     /* the peer's FIN or an error was seen */
+	F_PIPE_FULL = 1 << 11, /* splice_in hit EAGAIN with bytes in the pipe */
 };
 
 enum { L_NONE = 0, L_READY, L_WORK };
@@ -52,6 +54,8 @@ struct esock {
 	const struct iovec *iov;   /* borrowed until the send completes */
 	int niov;
 	size_t sent, total;
+	struct pipe_buf **slot;    /* receive in splice mode: the caller's pipe slot */
+	struct pipe_buf *out_pipe; /* send in splice mode: the pipe to drain */
 };
 
 struct sock_list {
@@ -117,7 +121,7 @@ static bool actionable(const struct esock *s)
 		return true;
 	if (f & F_CONNECTING)
 		return (f & (F_WRITABLE | F_CONN_DONE)) != 0;
-	if ((f & F_WANT_RECV) && (f & F_READABLE))
+	if ((f & F_WANT_RECV) && (f & F_READABLE) && !(f & F_PIPE_FULL))
 		return true;
 	if ((f & F_WANT_SEND) && (f & F_WRITABLE))
 		return true;
@@ -212,6 +216,8 @@ static struct esock *ep_open(struct engine *e, int fd, const struct esock_cbs *c
 	s->owner = owner;
 	s->iov = NULL;
 	s->niov = 0;
+	s->slot = NULL;
+	s->out_pipe = NULL;
 	return s;
 }
 
@@ -233,8 +239,7 @@ static void ep_accept_pause(struct engine *e, struct esock *s, bool pause)
 	maybe_ready(ep_of(e), s);
 }
 
-static int ep_connect(struct engine *e, struct esock *s, const struct sockaddr *sa,
-                      socklen_t len)
+static int ep_connect(struct engine *e, struct esock *s, const struct sockaddr *sa, socklen_t len)
 {
 	s->flags |= F_CONNECTING;
 	if (connect(s->fd, sa, len) == 0) {
@@ -252,7 +257,31 @@ static int ep_connect(struct engine *e, struct esock *s, const struct sockaddr *
 
 static int ep_recv(struct engine *e, struct esock *s)
 {
+	s->slot = NULL;
 	s->flags |= F_WANT_RECV;
+	maybe_ready(ep_of(e), s);
+	return 0;
+}
+
+static int ep_splice_in(struct engine *e, struct esock *s, struct pipe_buf **slot)
+{
+	s->slot = slot;
+	/* Called again after the pipe drained: worth another try. */
+	s->flags = (uint16_t)((s->flags & ~F_PIPE_FULL) | F_WANT_RECV);
+	maybe_ready(ep_of(e), s);
+	return 0;
+}
+
+static int ep_splice_out(struct engine *e, struct esock *s, struct pipe_buf *p, uint32_t n)
+{
+	if (n == 0 || n > p->bytes)
+		return -EINVAL;
+	s->out_pipe = p;
+	s->iov = NULL;
+	s->niov = 0;
+	s->sent = 0;
+	s->total = n;
+	s->flags |= F_WANT_SEND;
 	maybe_ready(ep_of(e), s);
 	return 0;
 }
@@ -261,6 +290,7 @@ static int ep_send(struct engine *e, struct esock *s, const struct iovec *iov, i
 {
 	if (n <= 0 || n > ENGINE_MAX_IOV)
 		return -EINVAL;
+	s->out_pipe = NULL;
 	s->iov = iov;
 	s->niov = n;
 	s->sent = 0;
@@ -294,6 +324,8 @@ static void ep_close(struct engine *e, struct esock *s, bool reset)
 	s->fd = -1;
 	s->flags = F_USED | F_CLOSED;
 	s->iov = NULL;
+	s->slot = NULL;
+	s->out_pipe = NULL;
 	maybe_ready(ep, s);
 }
 
@@ -368,14 +400,49 @@ static void do_connect_check(struct esock *s)
 		}
 		res = -err;
 	}
-	s->flags &= (uint16_t)~(F_CONNECTING | F_CONN_DONE);
+	s->flags &= (uint16_t) ~(F_CONNECTING | F_CONN_DONE);
 	if (res == 0)
 		s->flags |= F_WRITABLE | F_READABLE;
 	s->cbs->connected(s->owner, s->tag, res);
 }
 
+static void do_splice_out(struct esock *s)
+{
+	struct pipe_buf *p = s->out_pipe;
+	for (;;) {
+		ssize_t r = splice(p->rfd, NULL, s->fd, NULL, s->total - s->sent,
+		                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (r > 0) {
+			p->bytes -= (uint32_t)r;
+			s->sent += (size_t)r;
+			if (s->sent < s->total)
+				continue;
+			s->flags &= (uint16_t)~F_WANT_SEND;
+			s->out_pipe = NULL;
+			s->cbs->sent(s->owner, s->tag, (int)s->total);
+			return;
+		}
+		if (r == -1 && errno == EINTR)
+			continue;
+		/* The pipe holds the bytes (counted), so EAGAIN is the socket. */
+		if (r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			s->flags &= (uint16_t)~F_WRITABLE;
+			return;
+		}
+		int err = r == 0 ? EPIPE : errno;
+		s->flags &= (uint16_t)~F_WANT_SEND;
+		s->out_pipe = NULL;
+		s->cbs->sent(s->owner, s->tag, -err);
+		return;
+	}
+}
+
 static void do_send(struct esock *s)
 {
+	if (s->out_pipe) {
+		do_splice_out(s);
+		return;
+	}
 	for (;;) {
 		struct iovec v[ENGINE_MAX_IOV];
 		int n = 0;
@@ -415,8 +482,64 @@ static void do_send(struct esock *s)
 	}
 }
 
+static void do_recv(struct engine *e, struct esock *s);
+
+/* Socket -> pipe.  EAGAIN is ambiguous: an empty socket, or a pipe out of
+ * room (its capacity is in pages, not bytes).  With bytes in the pipe it is
+ * taken as "full": the receive waits until the caller arms it again after
+ * draining the pipe, instead of spinning or losing the readable state. */
+static void do_splice_in(struct engine *e, struct esock *s)
+{
+	struct pipe_buf **slot = s->slot;
+	struct pipe_buf *p = *slot;
+	bool took = false;
+	if (!p) {
+		p = pipes_get(e->pipes);
+		if (!p) { /* no pipe to be had: a buffer will do */
+			s->slot = NULL;
+			do_recv(e, s);
+			return;
+		}
+		took = true;
+	}
+	for (;;) {
+		size_t room = p->cap > p->bytes ? p->cap - p->bytes : 0;
+		ssize_t r = room ? splice(s->fd, NULL, p->wfd, NULL, room,
+		                          SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+		                 : (errno = EAGAIN, -1);
+		if (r > 0) {
+			p->bytes += (uint32_t)r;
+			*slot = p;
+			s->flags &= (uint16_t)~F_WANT_RECV;
+			s->slot = NULL;
+			s->cbs->spliced(s->owner, s->tag, (int)r);
+			return;
+		}
+		if (r == -1 && errno == EINTR)
+			continue;
+		int res = r == 0 ? 0 : -errno;
+		if (took)
+			pipes_put(e->pipes, p);
+		if (res == -EAGAIN || res == -EWOULDBLOCK) {
+			if (!took && p->bytes > 0)
+				s->flags |= F_PIPE_FULL;
+			else
+				s->flags &= (uint16_t)~F_READABLE;
+			return;
+		}
+		s->flags &= (uint16_t)~F_WANT_RECV;
+		s->slot = NULL;
+		s->cbs->spliced(s->owner, s->tag, res);
+		return;
+	}
+}
+
 static void do_recv(struct engine *e, struct esock *s)
 {
+	if (s->slot) {
+		do_splice_in(e, s);
+		return;
+	}
 	struct buf *b = pool_get(e->pool);
 	if (!b) {
 		s->flags &= (uint16_t)~F_WANT_RECV;
@@ -537,6 +660,8 @@ const struct engine_vt engine_epoll = {
     .connect = ep_connect,
     .recv = ep_recv,
     .send = ep_send,
+    .splice_in = ep_splice_in,
+    .splice_out = ep_splice_out,
     .shutdown_wr = ep_shutdown_wr,
     .close = ep_close,
     .fd = ep_fd,

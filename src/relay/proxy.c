@@ -64,6 +64,8 @@ struct half {
 	struct iovec iov[RELAY_WINDOW];
 	uint8_t count;
 	uint8_t inflight;
+	struct pipe_buf *pipe; /* splice path: the bytes wait in this pipe */
+	uint32_t splice_out;   /* bytes of the pipe being sent */
 	bool recv_armed;
 	bool eof;  /* the source sent FIN */
 	bool shut; /* FIN passed on to the destination */
@@ -294,14 +296,26 @@ static void svc_wake_queue(struct service_rt *svc)
 
 /* --- the data path ----------------------------------------------------- */
 
+/* Asks for the next bytes from `side` when its half has room.  Pass-through
+ * halves splice through a pipe while they hold no buffers; a half holds bytes
+ * either in buffers or in its pipe, never both, so order is kept. */
 static void arm_recv(struct session *s, enum side side)
 {
 	struct half *h = &s->h[side];
+	struct engine *eng = relay_of(s)->eng;
 	if (s->state == S_CLOSED || h->recv_armed || h->eof || h->count >= RELAY_WINDOW)
 		return;
 	if (side == SIDE_BACKEND && s->state != S_ESTABLISHED)
 		return;
-	if (engine_recv(relay_of(s)->eng, s->es[side]) == 0)
+	int r;
+	if (h->count == 0 && engine_can_splice(eng)) {
+		if (h->pipe && h->pipe->bytes >= h->pipe->cap)
+			return;
+		r = engine_splice_in(eng, s->es[side], &h->pipe);
+	} else {
+		r = engine_recv(eng, s->es[side]);
+	}
+	if (r == 0)
 		h->recv_armed = true;
 }
 
@@ -317,9 +331,15 @@ static void pump(struct session *s, enum side src)
 {
 	struct half *h = &s->h[src];
 	enum side dst = src == SIDE_CLIENT ? SIDE_BACKEND : SIDE_CLIENT;
-	if (s->state != S_ESTABLISHED || h->inflight)
+	if (s->state != S_ESTABLISHED || h->inflight || h->splice_out)
 		return;
 	struct engine *eng = relay_of(s)->eng;
+	if (h->pipe && h->pipe->bytes > 0) {
+		uint32_t n = h->pipe->bytes;
+		if (engine_splice_out(eng, s->es[dst], h->pipe, n) == 0)
+			h->splice_out = n;
+		return;
+	}
 	if (h->count > 0) {
 		for (int i = 0; i < h->count; i++) {
 			h->iov[i].iov_base = h->q[i]->data;
@@ -373,6 +393,25 @@ static void on_received(void *owner, int tag, struct buf *b, int res)
 		session_close(s, END_BACKEND_RESET, true, false);
 }
 
+/* Bytes moved from `side` into its half's pipe (res > 0), or its end. */
+static void on_spliced(void *owner, int tag, int res)
+{
+	struct session *s = owner;
+	enum side side = (enum side)tag;
+	struct half *h = &s->h[side];
+	if (res <= 0) {
+		on_received(owner, tag, NULL, res);
+		return;
+	}
+	h->recv_armed = false;
+	h->received += (uint64_t)res;
+	if (side == SIDE_CLIENT)
+		s->svc->bytes_in += (uint64_t)res;
+	s->last_active = relay_of(s)->eng->now;
+	pump(s, side);
+	arm_recv(s, side);
+}
+
 static void on_sent(void *owner, int tag, int res)
 {
 	struct session *s = owner;
@@ -386,11 +425,24 @@ static void on_sent(void *owner, int tag, int res)
 			session_close(s, END_BACKEND_RESET, true, false);
 		return;
 	}
-	for (int i = 0; i < h->inflight; i++)
-		buf_unref(h->q[i]);
-	memmove(h->q, h->q + h->inflight, (size_t)(h->count - h->inflight) * sizeof(h->q[0]));
-	h->count = (uint8_t)(h->count - h->inflight);
-	h->inflight = 0;
+	if (h->splice_out) {
+		h->splice_out = 0;
+		/* An empty pipe goes back at once: idle connections hold none. */
+		if (h->pipe->bytes == 0) {
+			pipes_put(relay_of(s)->eng->pipes, h->pipe);
+			h->pipe = NULL;
+		}
+		/* A receive that found the pipe full waits for this. */
+		if (h->recv_armed)
+			engine_splice_in(relay_of(s)->eng, s->es[src], &h->pipe);
+	} else {
+		for (int i = 0; i < h->inflight; i++)
+			buf_unref(h->q[i]);
+		memmove(h->q, h->q + h->inflight,
+		        (size_t)(h->count - h->inflight) * sizeof(h->q[0]));
+		h->count = (uint8_t)(h->count - h->inflight);
+		h->inflight = 0;
+	}
 	h->sent += (uint64_t)res;
 	if (dst == SIDE_CLIENT)
 		s->svc->bytes_out += (uint64_t)res;
@@ -451,6 +503,7 @@ static const struct esock_cbs session_cbs = {
     .connected = on_connected,
     .received = on_received,
     .sent = on_sent,
+    .spliced = on_spliced,
     .closed = on_sock_closed,
 };
 
@@ -583,6 +636,10 @@ static void session_free(struct session *s)
 		for (int i = 0; i < h->count; i++)
 			buf_unref(h->q[i]);
 		h->count = 0;
+		if (h->pipe) {
+			pipes_put(r->eng->pipes, h->pipe);
+			h->pipe = NULL;
+		}
 	}
 	s->state = S_FREE;
 	s->gen++;
@@ -610,8 +667,7 @@ static void on_sock_closed(void *owner, int tag)
 /* The one way a session ends.  Logs it, frees the backend slot and closes
  * both sockets (with a reset where asked); the slot itself is freed when the
  * engine has released every socket. */
-static void session_close(struct session *s, enum end_reason end, bool rst_client,
-                          bool rst_backend)
+static void session_close(struct session *s, enum end_reason end, bool rst_client, bool rst_backend)
 {
 	struct relay *r = relay_of(s);
 	if (s->state == S_CLOSED || s->state == S_FREE)
