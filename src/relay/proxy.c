@@ -82,6 +82,7 @@ struct session {
 	uint8_t first_fin;
 	bool fin_seen;
 	bool in_queue;
+	bool connected; /* a backend connection was established */
 	int backend; /* index in svc->backends, or -1 */
 	unsigned tries;
 	struct service_rt *svc;
@@ -158,6 +159,13 @@ static const char *backend_text(const struct session *s)
 	return s->backend >= 0 ? s->svc->backends[s->backend].cfg->addr.text : "-";
 }
 
+/* The access log names the backend that served the client: "-" when no
+ * connection was established (each failed try has its connect_error line). */
+static const char *served_by(const struct session *s)
+{
+	return s->connected ? backend_text(s) : "-";
+}
+
 static void log_session(struct session *s, const char *event, enum end_reason end)
 {
 	struct relay *r = relay_of(s);
@@ -170,7 +178,7 @@ static void log_session(struct session *s, const char *event, enum end_reason en
 	char addr[ADDR_STRLEN];
 	log_str(&l, "service", s->svc->cfg->name);
 	log_str(&l, "client", addr_format(&s->peer.sa, addr, sizeof(addr)));
-	log_str(&l, "backend", backend_text(s));
+	log_str(&l, "backend", served_by(s));
 	log_u64(&l, "bytes_in", s->h[SIDE_CLIENT].received);
 	log_u64(&l, "bytes_out", s->h[SIDE_BACKEND].sent);
 	log_u64(&l, "duration_ms", r->eng->now - s->t_start);
@@ -491,6 +499,7 @@ static void on_connected(void *owner, int tag, int err)
 		return;
 	}
 	s->state = S_ESTABLISHED;
+	s->connected = true;
 	s->last_active = relay_of(s)->eng->now;
 	session_arm_timer(s);
 	arm_recv(s, SIDE_BACKEND);
