@@ -55,7 +55,7 @@ deps:
 
 ifeq ($(VARIANT),release)
 ferry: $(BUILD)/ferry
-	$(Q)cp $< $@
+	$(Q)cp $< $@.tmp && mv -f $@.tmp $@
 endif
 
 $(BUILD)/ferry: $(MAIN_OBJ) $(BUILD)/libferry.a
@@ -98,6 +98,20 @@ asan:
 demo: all
 	@sh scripts/deps.sh demo
 	$(Q)$$(command -v /usr/bin/python3 || command -v python3) scripts/demo.py ./ferry
+
+# --- benchmarks ------------------------------------------------------------
+# make bench: ferry against HAProxy, nginx stream, socat and direct in one run;
+# writes docs/benchmarks.md, docs/benchmarks.json, docs/bench.png.
+# BENCH_ARGS passes options to bench/run.py (e.g. BENCH_ARGS=--quick).
+
+bench:
+	$(Q)$(MAKE) --no-print-directory deps ferry
+	@sh bench/deps.sh
+	@mkdir -p build/bench
+	$(call say,CC,bench/load.c)
+	$(Q)$(CC) -std=gnu11 $(WARN) -O2 -D_GNU_SOURCE -o build/bench/load bench/load.c
+	$(Q)$$(command -v /usr/bin/python3 || command -v python3) bench/run.py \
+		--load build/bench/load $(BENCH_ARGS)
 
 format:
 	clang-format -i $$(find src tests/unit -name '*.[ch]')

@@ -38,7 +38,7 @@ enum {
 	F_PIPE_FULL = 1 << 11, /* splice_in hit EAGAIN with bytes in the pipe */
 };
 
-enum { L_NONE = 0, L_READY, L_WORK };
+enum { L_NONE = 0, L_READY, L_WORK, L_NOBUF };
 
 struct esock {
 	int fd;
@@ -69,6 +69,7 @@ struct ep {
 	uint32_t *free; /* stack of free slot indices */
 	uint32_t nfree;
 	struct sock_list ready, work;
+	struct sock_list nobuf; /* receives waiting for a free pool buffer */
 	struct epoll_event events[EP_EVENTS];
 };
 
@@ -79,7 +80,7 @@ static struct ep *ep_of(struct engine *e)
 
 static struct sock_list *list_of(struct ep *ep, uint8_t which)
 {
-	return which == L_READY ? &ep->ready : &ep->work;
+	return which == L_READY ? &ep->ready : which == L_WORK ? &ep->work : &ep->nobuf;
 }
 
 static void list_remove(struct ep *ep, struct esock *s)
@@ -319,6 +320,8 @@ static void ep_close(struct engine *e, struct esock *s, bool reset)
 		struct linger lg = {.l_onoff = 1, .l_linger = 0};
 		setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	}
+	if (s->list == L_NOBUF)
+		list_remove(ep, s);
 	/* Closing the only descriptor also removes it from the epoll set. */
 	close(s->fd);
 	s->fd = -1;
@@ -542,8 +545,9 @@ static void do_recv(struct engine *e, struct esock *s)
 	}
 	struct buf *b = pool_get(e->pool);
 	if (!b) {
-		s->flags &= (uint16_t)~F_WANT_RECV;
-		s->cbs->received(s->owner, s->tag, NULL, -ENOBUFS);
+		/* Every buffer is in flight: wait for one to come back instead
+		 * of failing; the pool running dry is back-pressure too. */
+		list_push(ep_of(e), s, L_NOBUF);
 		return;
 	}
 	size_t cap = e->pool->buf_size;
@@ -612,7 +616,7 @@ out:
 static int ep_poll(struct engine *e, int timeout_ms)
 {
 	struct ep *ep = ep_of(e);
-	if (ep->ready.head)
+	if (ep->ready.head || (ep->nobuf.head && e->pool->nfree > 0))
 		timeout_ms = 0;
 	int n = epoll_pwait(ep->epfd, ep->events, EP_EVENTS, timeout_ms, &e->wait_mask);
 	if (n == -1 && errno != EINTR)
@@ -635,6 +639,11 @@ static int ep_poll(struct engine *e, int timeout_ms)
 		maybe_ready(ep, s);
 	}
 	e->now = clock_now_ms();
+	/* Buffers came back: let the receives that waited try again. */
+	for (struct esock *w; e->pool->nfree > 0 && (w = ep->nobuf.head) != NULL;) {
+		list_remove(ep, w);
+		list_push(ep, w, L_READY);
+	}
 	/* Take this turn's work; what handlers make ready waits for the next. */
 	ep->work = ep->ready;
 	ep->ready.head = ep->ready.tail = NULL;
