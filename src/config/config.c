@@ -1455,13 +1455,14 @@ static int reject_unsupported_service(struct loader *ld, struct cfg_service *s)
 	if (s->health.enabled)
 		return fail_field(ld, &s->health.enabled, s, "health_check",
 		                  "active health checks not supported yet");
-	if (s->n_mirrors > 0)
-		return fail_field(ld, &s->mirrors, s, "mirrors", "mirrors not supported yet");
 
 	if (unsupported_addrs(ld, s->listen, s->n_listen) < 0)
 		return -1;
 	for (size_t i = 0; i < s->n_backends; i++)
 		if (unsupported_addrs(ld, &s->backends[i].addr, 1) < 0)
+			return -1;
+	for (size_t i = 0; i < s->n_mirrors; i++)
+		if (unsupported_addrs(ld, &s->mirrors[i].addr, 1) < 0)
 			return -1;
 	if (unsupported_addrs(ld, s->inputs.listen, s->inputs.n_listen) < 0 ||
 	    unsupported_addrs(ld, s->inputs.connect, s->inputs.n_connect) < 0 ||

@@ -83,7 +83,7 @@ struct session {
 	bool fin_seen;
 	bool in_queue;
 	bool connected; /* a backend connection was established */
-	int backend; /* index in svc->backends, or -1 */
+	int backend;    /* index in svc->backends, or -1 */
 	unsigned tries;
 	struct service_rt *svc;
 	struct esock *es[2];
@@ -96,8 +96,36 @@ struct session {
 	uint64_t t_start, last_active, deadline, next_progress;
 	struct timer timer;
 	struct session *qprev, *qnext;
-	struct half h[2]; /* indexed by the side the bytes come from */
+	struct half h[2];      /* indexed by the side the bytes come from */
+	struct mconn *mirrors; /* this client's mirror connections */
 };
+
+/* One mirror connection: what the client sent, queued as shared buffer
+ * references in a ring, sent in order; replies read and thrown away.  It
+ * belongs to its session until the session ends, then drains on its own
+ * (detached, s == NULL) and closes after the last byte and a FIN. */
+enum mstate { M_FREE = 0, M_CONNECTING, M_UP, M_CLOSED };
+
+struct mconn {
+	struct relay *r;
+	struct session *s;  /* NULL once detached */
+	struct mconn *next; /* in the session's list */
+	struct mirror_rt *rt;
+	const struct cfg_service *svc;
+	struct esock *es;
+	struct buf **ring; /* r->mring slice of r->mring_cap entries */
+	uint32_t head, count, inflight;
+	uint64_t queued; /* bytes in the ring */
+	uint64_t last_active;
+	uint8_t state;
+	bool eof; /* the client's bytes ended: FIN after the last */
+	bool fin_sent;
+	bool recv_armed;
+	struct timer timer; /* detached: bounded by idle_timeout */
+	struct iovec iov[ENGINE_MAX_IOV];
+};
+
+#define SIDE_MIRROR 2
 
 static void try_connect(struct session *s);
 static void session_close(struct session *s, enum end_reason end, bool rst_client,
@@ -136,20 +164,52 @@ static uint32_t total_listeners(const struct config *cfg)
 	return n;
 }
 
+/* Mirror connections a worker may hold: one per mirror of the service with
+ * the most, per client connection. */
+static uint32_t mirror_slots(const struct config *cfg)
+{
+	size_t most = 0;
+	for (size_t i = 0; i < cfg->n_services; i++)
+		if (cfg->services[i].mode == MODE_PROXY && cfg->services[i].n_mirrors > most)
+			most = cfg->services[i].n_mirrors;
+	return (uint32_t)(most * cfg->max_connections);
+}
+
+/* Ring entries per mirror connection: max_lag in full buffers, plus the
+ * client's window, so a ring is full only past max_lag or with many small
+ * reads (then the lag policy applies). */
+static uint32_t mirror_ring_cap(const struct config *cfg)
+{
+	uint64_t lag = 0;
+	for (size_t i = 0; i < cfg->n_services; i++)
+		for (size_t j = 0; j < cfg->services[i].n_mirrors; j++)
+			if (cfg->services[i].mirrors[j].max_lag > lag)
+				lag = cfg->services[i].mirrors[j].max_lag;
+	uint64_t n = (lag + cfg->buffer_size - 1) / cfg->buffer_size + RELAY_WINDOW + 2;
+	return n > 65536 ? 65536 : (uint32_t)n;
+}
+
 uint32_t relay_max_sockets(const struct config *cfg)
 {
 	/* client + backend, plus a failed backend socket awaiting release */
-	return cfg->max_connections * 3 + total_listeners(cfg) + 16;
+	return cfg->max_connections * 3 + mirror_slots(cfg) + total_listeners(cfg) + 16;
 }
 
 uint32_t relay_max_timers(const struct config *cfg)
 {
-	return cfg->max_connections + total_listeners(cfg) + 8;
+	return cfg->max_connections + mirror_slots(cfg) + total_listeners(cfg) + 8;
 }
+
+/* Every connection's window, plus for mirrors what lagging ones may hold,
+ * capped: when the pool runs dry receives wait for buffers to come back. */
+#define RELAY_MIRROR_POOL_MAX 65536u
 
 uint32_t relay_pool_buffers(const struct config *cfg)
 {
-	return cfg->max_connections * 2 * RELAY_WINDOW + 16;
+	uint64_t mirror = (uint64_t)mirror_slots(cfg) * mirror_ring_cap(cfg);
+	if (mirror > RELAY_MIRROR_POOL_MAX)
+		mirror = RELAY_MIRROR_POOL_MAX;
+	return cfg->max_connections * 2 * RELAY_WINDOW + (uint32_t)mirror + 16;
 }
 
 /* --- logging ----------------------------------------------------------- */
@@ -304,6 +364,12 @@ static void svc_wake_queue(struct service_rt *svc)
 
 /* --- the data path ----------------------------------------------------- */
 
+static bool mirrors_have_room(const struct session *s);
+static void mirror_push(struct mconn *mc, struct buf *b);
+static void mirror_pump(struct mconn *mc);
+static void mirrors_detach(struct session *s, bool reset);
+static void maybe_stop(struct relay *r);
+
 /* Asks for the next bytes from `side` when its half has room.  Pass-through
  * halves splice through a pipe while they hold no buffers; a half holds bytes
  * either in buffers or in its pipe, never both, so order is kept. */
@@ -315,8 +381,10 @@ static void arm_recv(struct session *s, enum side side)
 		return;
 	if (side == SIDE_BACKEND && s->state != S_ESTABLISHED)
 		return;
+	if (side == SIDE_CLIENT && !mirrors_have_room(s))
+		return; /* on_lag: block paces the client to its slowest mirror */
 	int r;
-	if (h->count == 0 && engine_can_splice(eng)) {
+	if (h->count == 0 && !s->mirrors && engine_can_splice(eng)) {
 		if (h->pipe && h->pipe->bytes >= h->pipe->cap)
 			return;
 		r = engine_splice_in(eng, s->es[side], &h->pipe);
@@ -376,6 +444,11 @@ static void on_received(void *owner, int tag, struct buf *b, int res)
 		h->q[h->count++] = b;
 		h->received += (uint64_t)res;
 		if (side == SIDE_CLIENT)
+			for (struct mconn *mc = s->mirrors, *next; mc; mc = next) {
+				next = mc->next;
+				mirror_push(mc, b);
+			}
+		if (side == SIDE_CLIENT)
 			s->svc->bytes_in += (uint64_t)res;
 		s->last_active = relay_of(s)->eng->now;
 		pump(s, side);
@@ -384,6 +457,11 @@ static void on_received(void *owner, int tag, struct buf *b, int res)
 	}
 	if (res == 0) {
 		h->eof = true;
+		if (side == SIDE_CLIENT)
+			for (struct mconn *mc = s->mirrors; mc; mc = mc->next) {
+				mc->eof = true;
+				mirror_pump(mc);
+			}
 		if (!s->fin_seen) {
 			s->fin_seen = true;
 			s->first_fin = (uint8_t)side;
@@ -658,7 +736,7 @@ static void session_free(struct session *s)
 
 static void maybe_stop(struct relay *r)
 {
-	if (r->shutting_down && r->active == 0 && r->releasing == 0)
+	if (r->shutting_down && r->active == 0 && r->releasing == 0 && r->mirrors_open == 0)
 		engine_stop(r->eng);
 }
 
@@ -686,6 +764,7 @@ static void session_close(struct session *s, enum end_reason end, bool rst_clien
 	timer_cancel(&r->eng->timers, &s->timer);
 	log_session(s, "close", end);
 	s->state = S_CLOSED;
+	mirrors_detach(s, end == END_CLIENT_RESET);
 	r->releasing++;
 	if (s->es[SIDE_CLIENT])
 		engine_close(r->eng, s->es[SIDE_CLIENT], rst_client);
@@ -703,6 +782,278 @@ static void session_close(struct session *s, enum end_reason end, bool rst_clien
 	if (s->socks == 0) /* cannot happen: the client socket is always open */
 		session_free(s);
 	maybe_stop(r);
+}
+
+/* --- mirrors ------------------------------------------------------------ */
+
+static void mirror_pump(struct mconn *mc);
+static void mirror_close(struct mconn *mc, bool reset);
+
+static void log_mirror(struct mconn *mc, enum log_level level, const char *event, const char *why)
+{
+	struct logline l;
+	log_begin(&l, level, event);
+	if (!l.enabled)
+		return;
+	log_str(&l, "service", mc->svc->name);
+	if (mc->s) {
+		char addr[ADDR_STRLEN];
+		log_str(&l, "client", addr_format(&mc->s->peer.sa, addr, sizeof(addr)));
+	}
+	log_str(&l, "mirror", mc->rt->cfg->addr.text);
+	if (why)
+		log_str(&l, "error", why);
+	log_end(&l);
+}
+
+/* Room for one more client read in every mirror that blocks. */
+static bool mirrors_have_room(const struct session *s)
+{
+	for (const struct mconn *mc = s->mirrors; mc; mc = mc->next) {
+		const struct cfg_mirror *c = mc->rt->cfg;
+		if (c->on_lag != LAG_BLOCK || mc->state == M_CLOSED)
+			continue;
+		if (mc->queued >= c->max_lag || mc->count + 1 >= mc->r->mring_cap)
+			return false;
+	}
+	return true;
+}
+
+/* A mirror that failed or fell behind: counted, logged, closed.  The
+ * client's connection never notices. */
+static void mirror_fail(struct mconn *mc, const char *why)
+{
+	atomic_fetch_add_explicit(&mc->rt->disconnects, 1, memory_order_relaxed);
+	log_mirror(mc, LOG_WARN, "mirror_error", why);
+	mirror_close(mc, true);
+}
+
+static void unlink_mirror(struct mconn *mc)
+{
+	if (!mc->s)
+		return;
+	struct mconn **pp = &mc->s->mirrors;
+	while (*pp && *pp != mc)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = mc->next;
+	mc->next = NULL;
+	mc->s = NULL;
+}
+
+static void mirror_close(struct mconn *mc, bool reset)
+{
+	if (mc->state == M_CLOSED || mc->state == M_FREE)
+		return;
+	struct session *s = mc->s;
+	unlink_mirror(mc);
+	mc->state = M_CLOSED;
+	timer_cancel(&mc->r->eng->timers, &mc->timer);
+	engine_close(mc->r->eng, mc->es, reset);
+	mc->es = NULL;
+	atomic_fetch_sub_explicit(&mc->rt->active, 1, memory_order_relaxed);
+	/* A blocking mirror that goes away may unblock its client. */
+	if (s)
+		arm_recv(s, SIDE_CLIENT);
+}
+
+/* A detached mirror drains for at most idle_timeout without progress. */
+static void on_mirror_timer(struct timer *t)
+{
+	struct mconn *mc = container_of(t, struct mconn, timer);
+	uint64_t limit = mc->svc->idle_timeout_ms;
+	if (!limit)
+		return;
+	if (mc->r->eng->now >= mc->last_active + limit) {
+		mirror_fail(mc, "idle timeout while draining");
+		return;
+	}
+	timer_set(&mc->r->eng->timers, &mc->timer, mc->last_active + limit, on_mirror_timer);
+}
+
+static void on_mirror_connected(void *owner, int tag, int err)
+{
+	struct mconn *mc = owner;
+	(void)tag;
+	if (err) {
+		mirror_fail(mc, strerror(-err));
+		return;
+	}
+	mc->state = M_UP;
+	mc->last_active = mc->r->eng->now;
+	if (engine_recv(mc->r->eng, mc->es) == 0)
+		mc->recv_armed = true;
+	mirror_pump(mc);
+}
+
+static void on_mirror_received(void *owner, int tag, struct buf *b, int res)
+{
+	struct mconn *mc = owner;
+	(void)tag;
+	mc->recv_armed = false;
+	if (b)
+		buf_unref(b); /* what a mirror answers is thrown away */
+	if (res > 0) {
+		if (engine_recv(mc->r->eng, mc->es) == 0)
+			mc->recv_armed = true;
+		return;
+	}
+	if (res < 0)
+		mirror_fail(mc, strerror(-res));
+	/* res == 0: the mirror stopped sending; it may still read */
+}
+
+static void on_mirror_sent(void *owner, int tag, int res)
+{
+	struct mconn *mc = owner;
+	(void)tag;
+	if (res < 0) {
+		mirror_fail(mc, strerror(-res));
+		return;
+	}
+	uint32_t cap = mc->r->mring_cap;
+	for (uint32_t i = 0; i < mc->inflight; i++) {
+		buf_unref(mc->ring[mc->head]);
+		mc->head = (mc->head + 1) % cap;
+	}
+	mc->count -= mc->inflight;
+	mc->inflight = 0;
+	mc->queued -= (uint64_t)res;
+	mc->last_active = mc->r->eng->now;
+	atomic_fetch_add_explicit(&mc->rt->bytes, (uint64_t)res, memory_order_relaxed);
+	mirror_pump(mc);
+	if (mc->s && mc->rt->cfg->on_lag == LAG_BLOCK)
+		arm_recv(mc->s, SIDE_CLIENT);
+}
+
+static void on_mirror_closed(void *owner, int tag)
+{
+	struct mconn *mc = owner;
+	(void)tag;
+	struct relay *r = mc->r;
+	uint32_t cap = r->mring_cap;
+	for (uint32_t i = 0; i < mc->count; i++)
+		buf_unref(mc->ring[(mc->head + i) % cap]);
+	mc->count = 0;
+	mc->state = M_FREE;
+	r->mfree[r->nmfree++] = (uint32_t)(mc - r->mslab);
+	r->mirrors_open--;
+	maybe_stop(r);
+}
+
+static const struct esock_cbs mirror_cbs = {
+    .connected = on_mirror_connected,
+    .received = on_mirror_received,
+    .sent = on_mirror_sent,
+    .closed = on_mirror_closed,
+};
+
+/* Sends what is queued, or the FIN once the client's bytes are all out. */
+static void mirror_pump(struct mconn *mc)
+{
+	if (mc->state != M_UP || mc->inflight)
+		return;
+	if (mc->count > 0) {
+		uint32_t n = mc->count < ENGINE_MAX_IOV ? mc->count : ENGINE_MAX_IOV;
+		for (uint32_t i = 0; i < n; i++) {
+			struct buf *b = mc->ring[(mc->head + i) % mc->r->mring_cap];
+			mc->iov[i].iov_base = b->data;
+			mc->iov[i].iov_len = b->len;
+		}
+		if (engine_send(mc->r->eng, mc->es, mc->iov, (int)n) == 0)
+			mc->inflight = n;
+		return;
+	}
+	if (mc->eof && !mc->fin_sent) {
+		mc->fin_sent = true;
+		(void)engine_shutdown_wr(mc->r->eng, mc->es);
+	}
+	if (mc->fin_sent && !mc->s)
+		mirror_close(mc, false); /* detached and done */
+}
+
+/* Queues one client buffer for a mirror (a new reference, no copy). */
+static void mirror_push(struct mconn *mc, struct buf *b)
+{
+	const struct cfg_mirror *c = mc->rt->cfg;
+	if (mc->count >= mc->r->mring_cap) {
+		mirror_fail(mc, "lagging: queue full");
+		return;
+	}
+	mc->ring[(mc->head + mc->count) % mc->r->mring_cap] = buf_ref(b);
+	mc->count++;
+	mc->queued += b->len;
+	if (c->on_lag == LAG_DISCONNECT && mc->queued > c->max_lag) {
+		mirror_fail(mc, "lagging: more than max_lag queued");
+		return;
+	}
+	mirror_pump(mc);
+}
+
+/* `sample` spread evenly and deterministically: the nth connection is
+ * mirrored when n * sample / 100 steps up (at 25%: every fourth). */
+static bool mirror_sampled(struct mirror_rt *rt)
+{
+	uint64_t n = atomic_fetch_add_explicit(&rt->seq, 1, memory_order_relaxed) + 1;
+	unsigned pct = rt->cfg->sample;
+	return (n * pct) / 100 != ((n - 1) * pct) / 100;
+}
+
+static void mirror_open(struct session *s, struct mirror_rt *rt)
+{
+	struct relay *r = relay_of(s);
+	if (!mirror_sampled(rt))
+		return;
+	if (r->nmfree == 0) {
+		atomic_fetch_add_explicit(&rt->disconnects, 1, memory_order_relaxed);
+		return;
+	}
+	const struct cfg_addr *a = &rt->cfg->addr;
+	int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	struct mconn *mc = &r->mslab[r->mfree[r->nmfree - 1]];
+	struct esock *es = fd >= 0 ? engine_open(r->eng, fd, &mirror_cbs, mc, SIDE_MIRROR) : NULL;
+	if (!es) {
+		if (fd >= 0)
+			close(fd);
+		atomic_fetch_add_explicit(&rt->disconnects, 1, memory_order_relaxed);
+		return;
+	}
+	r->nmfree--;
+	r->mirrors_open++;
+	struct buf **ring = mc->ring;
+	memset(mc, 0, offsetof(struct mconn, iov));
+	mc->ring = ring;
+	mc->r = r;
+	mc->s = s;
+	mc->rt = rt;
+	mc->svc = s->svc->cfg;
+	mc->es = es;
+	mc->state = M_CONNECTING;
+	mc->next = s->mirrors;
+	s->mirrors = mc;
+	atomic_fetch_add_explicit(&rt->active, 1, memory_order_relaxed);
+	set_nodelay(fd);
+	engine_connect(r->eng, es, (const struct sockaddr *)&a->sa, a->salen);
+}
+
+/* The session ended: its mirrors finish on their own.  A client reset
+ * resets them; otherwise they get a FIN after what is queued. */
+static void mirrors_detach(struct session *s, bool reset)
+{
+	struct mconn *mc;
+	while ((mc = s->mirrors) != NULL) {
+		s->mirrors = mc->next;
+		mc->next = NULL;
+		mc->s = NULL;
+		if (reset) {
+			mirror_close(mc, true);
+			continue;
+		}
+		mc->eof = true;
+		mc->last_active = relay_of(s)->eng->now;
+		on_mirror_timer(&mc->timer);
+		mirror_pump(mc);
+	}
 }
 
 /* --- accepting --------------------------------------------------------- */
@@ -804,6 +1155,8 @@ static void on_accepted(void *owner, int fd, const struct sockaddr *peer, sockle
 	s->state = S_CONNECTING;
 	r->active++;
 	svc->active++;
+	for (size_t j = 0; j < svc->sh->n_mirrors; j++)
+		mirror_open(s, &svc->sh->mirrors[j]);
 	/* Read ahead while connecting: at most one window, sent on connect. */
 	arm_recv(s, SIDE_CLIENT);
 	try_connect(s);
@@ -848,6 +1201,12 @@ int relay_shared_init(struct relay_shared *sh, const struct config *cfg, char *e
 			b->lb.up = true;
 			ss->lbp[j] = &b->lb;
 		}
+		ss->n_mirrors = c->n_mirrors;
+		ss->mirrors = calloc(c->n_mirrors ? c->n_mirrors : 1, sizeof(*ss->mirrors));
+		if (!ss->mirrors)
+			goto nomem;
+		for (size_t j = 0; j < c->n_mirrors; j++)
+			ss->mirrors[j].cfg = &c->mirrors[j];
 	}
 	return 0;
 nomem:
@@ -861,6 +1220,7 @@ void relay_shared_fini(struct relay_shared *sh)
 	for (size_t i = 0; sh->svcs && i < sh->n_svcs; i++) {
 		free(sh->svcs[i].backends);
 		free(sh->svcs[i].lbp);
+		free(sh->svcs[i].mirrors);
 	}
 	free(sh->svcs);
 	memset(sh, 0, sizeof(*sh));
@@ -886,6 +1246,20 @@ int relay_init(struct relay *r, struct config *cfg, struct engine *eng, struct r
 	for (uint32_t i = 0; i < r->n_slab; i++)
 		r->free[i] = r->n_slab - 1 - i;
 	r->nfree = r->n_slab;
+	r->n_mslab = mirror_slots(cfg);
+	if (r->n_mslab) {
+		r->mring_cap = mirror_ring_cap(cfg);
+		r->mslab = calloc(r->n_mslab, sizeof(*r->mslab));
+		r->mfree = calloc(r->n_mslab, sizeof(*r->mfree));
+		r->mring = calloc((size_t)r->n_mslab * r->mring_cap, sizeof(*r->mring));
+		if (!r->mslab || !r->mfree || !r->mring)
+			goto nomem;
+		for (uint32_t i = 0; i < r->n_mslab; i++) {
+			r->mslab[i].ring = r->mring + (size_t)i * r->mring_cap;
+			r->mfree[i] = r->n_mslab - 1 - i;
+		}
+		r->nmfree = r->n_mslab;
+	}
 	size_t li = 0;
 	for (size_t i = 0; i < cfg->n_services; i++) {
 		const struct cfg_service *c = &cfg->services[i];
@@ -979,6 +1353,9 @@ static void on_shutdown_timeout(struct timer *t)
 		if (s->state != S_FREE && s->state != S_CLOSED)
 			session_close(s, END_SHUTDOWN, false, false);
 	}
+	for (uint32_t i = 0; i < r->n_mslab; i++)
+		if (r->mslab[i].state == M_CONNECTING || r->mslab[i].state == M_UP)
+			mirror_close(&r->mslab[i], false);
 	maybe_stop(r);
 }
 
@@ -1012,6 +1389,14 @@ void relay_fini(struct relay *r)
 					buf_unref(s->h[side].q[k]);
 		}
 	}
+	for (uint32_t i = 0; r->mslab && i < r->n_mslab; i++) {
+		struct mconn *mc = &r->mslab[i];
+		for (uint32_t k = 0; mc->state != M_FREE && k < mc->count; k++)
+			buf_unref(mc->ring[(mc->head + k) % r->mring_cap]);
+	}
+	free(r->mslab);
+	free(r->mfree);
+	free(r->mring);
 	for (size_t i = 0; r->svcs && i < r->n_svcs; i++)
 		if (r->svcs[i].n_backends)
 			lb_fini(&r->svcs[i].lb);

@@ -22,6 +22,7 @@
 
 struct relay;
 struct session;
+struct mconn;
 
 /* Backend state shared by every worker. */
 struct backend_rt {
@@ -30,13 +31,24 @@ struct backend_rt {
 	_Atomic uint64_t connect_failures;
 };
 
-/* What the workers share: connection counts that the limits apply to, and
- * the backends.  Built once before the workers start. */
+/* A mirror of a service, shared by every worker: its counters. */
+struct mirror_rt {
+	const struct cfg_mirror *cfg;
+	_Atomic uint64_t seq;         /* client connections seen, for `sample` */
+	_Atomic uint64_t bytes;       /* sent to the mirror */
+	_Atomic uint64_t disconnects; /* mirror connections that ended early */
+	_Atomic unsigned active;      /* mirror connections open */
+};
+
+/* What the workers share: connection counts that the limits apply to, the
+ * backends and the mirrors.  Built once before the workers start. */
 struct shared_service {
 	_Atomic unsigned active; /* client connections open, all workers */
 	struct backend_rt *backends;
 	struct lb_backend **lbp;
 	size_t n_backends;
+	struct mirror_rt *mirrors;
+	size_t n_mirrors;
 };
 
 struct relay_shared {
@@ -83,9 +95,18 @@ struct relay {
 	uint32_t n_slab;
 	uint32_t *free; /* stack of free session indices */
 	uint32_t nfree;
-	unsigned active;         /* client connections open, all services */
-	unsigned releasing;      /* sessions closed, sockets not yet released */
-	bool accept_warned;      /* EMFILE logged for the current episode */
+	/* mirror connections: a slab apart from sessions, because a mirror
+	 * may outlive its client while it drains what it was sent */
+	struct mconn *mslab;
+	uint32_t n_mslab;
+	uint32_t *mfree;
+	uint32_t nmfree;
+	struct buf **mring; /* n_mslab rings of mring_cap entries */
+	uint32_t mring_cap;
+	unsigned mirrors_open;
+	unsigned active;    /* client connections open, all services */
+	unsigned releasing; /* sessions closed, sockets not yet released */
+	bool accept_warned; /* EMFILE logged for the current episode */
 	bool shutting_down;
 	struct timer shutdown_timer;
 };

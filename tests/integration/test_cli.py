@@ -197,7 +197,6 @@ def test_proxy_service_without_backends(tmp_path):
 # --- features of later issues ---------------------------------------------------
 
 NOT_YET = {
-    "mirrors": (SVC + BACKEND + "    mirrors:\n      - address: 127.0.0.1:9100\n", "mirrors"),
     "health_check": (SVC + BACKEND + "    health_check:\n      interval: 2s\n",
                      "health_check"),
     "admin.listen": ("admin:\n  listen: 127.0.0.1:9901\n" + SVC + BACKEND, "admin"),
@@ -222,13 +221,14 @@ def test_later_feature_not_supported_yet(tmp_path, text, key):
 
 
 def test_later_feature_rejected_at_run(tmp_path):
-    (tmp_path / "f.yaml").write_text(NOT_YET["mirrors"][0].replace("8080", str(free_port())))
+    (tmp_path / "f.yaml").write_text(NOT_YET["health_check"][0].replace("8080",
+                                                                         str(free_port())))
     r = run_ferry(["-c", "f.yaml"], cwd=tmp_path)
     assert r.returncode == 1
-    assert "not supported yet" in r.stderr and "mirrors" in r.stderr, r.stderr
+    assert "not supported yet" in r.stderr and "health_check" in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("flag", ["--mirror", "--admin"])
+@pytest.mark.parametrize("flag", ["--admin"])
 def test_later_flags_not_supported_yet(flag):
     r = run_ferry(["--listen", addr(), "--backend", addr(), flag, addr()])
     assert r.returncode == 1, f"exit {r.returncode}: {r.stderr!r}"

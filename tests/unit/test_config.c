@@ -303,6 +303,24 @@ static void test_range_edges_accepted(void **state)
 	config_free(cfg);
 }
 
+static void test_mirrors_values(void **state)
+{
+	(void)state;
+	struct config *cfg = load_ok(BASE "    mirrors:\n      - address: 127.0.0.1:9100\n"
+	                                  "        on_lag: block\n        sample: 25%\n"
+	                                  "        max_lag: 1MiB\n      - address: 127.0.0.1:9101\n");
+	const struct cfg_service *s = &cfg->services[0];
+	assert_int_equal(s->n_mirrors, 2);
+	assert_string_equal(s->mirrors[0].addr.text, "127.0.0.1:9100");
+	assert_int_equal(s->mirrors[0].on_lag, LAG_BLOCK);
+	assert_int_equal(s->mirrors[0].sample, 25);
+	assert_int_equal(s->mirrors[0].max_lag, 1024 * 1024);
+	assert_int_equal(s->mirrors[1].on_lag, LAG_DISCONNECT);
+	assert_int_equal(s->mirrors[1].sample, 100);
+	assert_int_equal(s->mirrors[1].max_lag, 4 * 1024 * 1024);
+	config_free(cfg);
+}
+
 static void test_workers_values(void **state)
 {
 	(void)state;
@@ -671,10 +689,9 @@ static const struct err_case err_cases[] = {
      "ferry.yaml:7:7: services[0].health_check: active health checks not supported yet"},
     {"unsupported_health_check_empty", BASE "    health_check: {}\n",
      "ferry.yaml:6:19: services[0].health_check: active health checks not supported yet"},
-    {"unsupported_mirrors",
-     BASE "    mirrors:\n      - address: 127.0.0.1:9100\n        on_lag: block\n"
-          "        sample: 25%\n        max_lag: 1MiB\n",
-     "ferry.yaml:7:7: services[0].mirrors: mirrors not supported yet"},
+    {"unsupported_mirror_hostname",
+     BASE "    mirrors:\n      - address: mirror.example:9100\n",
+     "ferry.yaml:7:18: services[0].mirrors[0].address: host names are not supported yet"},
     {"unsupported_fanout",
      "services:\n  - name: feed\n    mode: fanout\n    listen: [\"127.0.0.1:7000\"]\n"
      "    framing: line\n    max_line: 1MiB\n"
@@ -829,9 +846,9 @@ static const struct cli_case cli_cases[] = {
      1,
      {"127.0.0.1:9001"},
      1,
-     {"127.0.0.1:9100"},
+     {"localhost:9100"},
      1,
-     "--mirror: mirrors not supported yet"},
+     "--mirror \"localhost:9100\": host names are not supported yet"},
     {"cli_bad_mirror",
      {":8080"},
      1,
@@ -914,6 +931,7 @@ int main(void)
 	    cmocka_unit_test(test_yaml_flavours),
 	    cmocka_unit_test(test_range_edges_accepted),
 	    cmocka_unit_test(test_workers_values),
+	    cmocka_unit_test(test_mirrors_values),
 	    cmocka_unit_test(test_load_twice_independent),
 	    cmocka_unit_test(test_message_truncated_safely),
 	    cmocka_unit_test(test_errno_preserved),
