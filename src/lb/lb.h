@@ -32,8 +32,8 @@ struct lb_backend {
 	unsigned weight;          /* 1..256 */
 	unsigned max_connections; /* 0: unlimited */
 	_Atomic unsigned active;  /* open connections now, all workers */
-	bool up;                  /* health state (always true without checks) */
-	bool drained;             /* admin drain: no new connections */
+	_Atomic bool up;          /* health state (always true without checks) */
+	_Atomic bool drained;     /* admin drain: no new connections */
 };
 
 /* Maglev lookup table size: a prime well above 100 x the backend count. */

@@ -154,6 +154,11 @@ static void slot_release(_Atomic unsigned *n)
 	atomic_fetch_sub_explicit(n, 1, memory_order_relaxed);
 }
 
+static inline void ctr_add(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
 /* --- sizes ------------------------------------------------------------- */
 
 static uint32_t total_listeners(const struct config *cfg)
@@ -449,7 +454,7 @@ static void on_received(void *owner, int tag, struct buf *b, int res)
 				mirror_push(mc, b);
 			}
 		if (side == SIDE_CLIENT)
-			s->svc->bytes_in += (uint64_t)res;
+			ctr_add(&s->svc->sh->ctr.bytes_in, (uint64_t)res);
 		s->last_active = relay_of(s)->eng->now;
 		pump(s, side);
 		arm_recv(s, side);
@@ -492,7 +497,7 @@ static void on_spliced(void *owner, int tag, int res)
 	h->recv_armed = false;
 	h->received += (uint64_t)res;
 	if (side == SIDE_CLIENT)
-		s->svc->bytes_in += (uint64_t)res;
+		ctr_add(&s->svc->sh->ctr.bytes_in, (uint64_t)res);
 	s->last_active = relay_of(s)->eng->now;
 	pump(s, side);
 	arm_recv(s, side);
@@ -531,7 +536,7 @@ static void on_sent(void *owner, int tag, int res)
 	}
 	h->sent += (uint64_t)res;
 	if (dst == SIDE_CLIENT)
-		s->svc->bytes_out += (uint64_t)res;
+		ctr_add(&s->svc->sh->ctr.bytes_out, (uint64_t)res);
 	s->last_active = relay_of(s)->eng->now;
 	pump(s, src);
 	arm_recv(s, src);
@@ -645,7 +650,7 @@ static void try_connect(struct session *s)
 			session_arm_timer(s);
 			return;
 		}
-		svc->rejected_no_backend++;
+		ctr_add(&svc->sh->ctr.rejected_no_backend, 1);
 		session_close(s, END_NO_BACKEND, false, false);
 		return;
 	}
@@ -690,7 +695,7 @@ static void on_session_timer(struct timer *t)
 	switch (s->state) {
 	case S_QUEUED:
 		if (now >= s->deadline) {
-			s->svc->rejected_no_backend++;
+			ctr_add(&s->svc->sh->ctr.rejected_no_backend, 1);
 			session_close(s, END_NO_BACKEND, false, false);
 			return;
 		}
@@ -1110,10 +1115,10 @@ static void on_accepted(void *owner, int fd, const struct sockaddr *peer, sockle
 		r->accept_warned = false;
 		log_msg(LOG_INFO, "accept_resumed", "accepting again on %s", l->addr->text);
 	}
-	svc->connections_total++;
+	ctr_add(&svc->sh->ctr.connections_total, 1);
 	const struct cfg_service *c = svc->cfg;
 	if (!acl_allows(c, peer)) {
-		svc->rejected_acl++;
+		ctr_add(&svc->sh->ctr.rejected_acl, 1);
 		close(fd);
 		log_rejected(r, svc, peer, "acl");
 		return;
@@ -1131,7 +1136,7 @@ static void on_accepted(void *owner, int fd, const struct sockaddr *peer, sockle
 			slot_release(&r->sh->active);
 		if (got_svc)
 			slot_release(&svc->sh->active);
-		svc->rejected_limit++;
+		ctr_add(&svc->sh->ctr.rejected_limit, 1);
 		close(fd);
 		log_rejected(r, svc, peer, "limit");
 		return;
@@ -1186,6 +1191,7 @@ int relay_shared_init(struct relay_shared *sh, const struct config *cfg, char *e
 	for (size_t i = 0; i < cfg->n_services; i++) {
 		const struct cfg_service *c = &cfg->services[i];
 		struct shared_service *ss = &sh->svcs[i];
+		ss->cfg = c;
 		size_t n = c->n_backends;
 		ss->n_backends = n;
 		ss->backends = calloc(n ? n : 1, sizeof(*ss->backends));

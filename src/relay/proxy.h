@@ -42,8 +42,19 @@ struct mirror_rt {
 
 /* What the workers share: connection counts that the limits apply to, the
  * backends and the mirrors.  Built once before the workers start. */
+/* Counters of SPEC section 5, added to by every worker with relaxed atomics
+ * and read by the admin endpoint without locks. */
+struct svc_counters {
+	_Atomic uint64_t connections_total; /* every accepted client, rejected too */
+	_Atomic uint64_t bytes_in;          /* received from clients */
+	_Atomic uint64_t bytes_out;         /* sent to clients */
+	_Atomic uint64_t rejected_limit, rejected_acl, rejected_no_backend;
+};
+
 struct shared_service {
+	const struct cfg_service *cfg;
 	_Atomic unsigned active; /* client connections open, all workers */
+	struct svc_counters ctr;
 	struct backend_rt *backends;
 	struct lb_backend **lbp;
 	size_t n_backends;
@@ -69,8 +80,6 @@ struct service_rt {
 	unsigned active; /* this worker's client connections */
 	/* clients waiting for a backend slot (queue_timeout), oldest first */
 	struct session *queue_head, *queue_tail;
-	uint64_t connections_total, bytes_in, bytes_out;
-	uint64_t rejected_limit, rejected_acl, rejected_no_backend;
 };
 
 struct listener_rt {
