@@ -19,6 +19,7 @@
 #include "config/config.h"
 #include "core/log.h"
 #include "engine/engine.h"
+#include "relay/fanout.h"
 #include "relay/proxy.h"
 
 #ifndef FERRY_VERSION
@@ -306,12 +307,53 @@ struct worker {
 	struct pipe_pool pipes;
 	struct engine eng;
 	struct relay relay;
+	struct fanout_group fanouts; /* worker 0 only */
 	pthread_t thread;
 	bool started;
 };
 
 static struct worker *workers;
 static unsigned n_workers;
+static struct cli opts;
+
+/* Wakes the other workers (they block every signal but SIGUSR1). */
+static void wake_workers(void)
+{
+	for (unsigned i = 1; i < n_workers; i++)
+		if (workers[i].started)
+			pthread_kill(workers[i].thread, SIGUSR1);
+}
+
+/* SIGHUP on worker 0: a new generation, or the old one kept with the reason
+ * logged.  The command line's log overrides still win. */
+static void reload(void)
+{
+	if (!opts.config) {
+		log_msg(LOG_WARN, "reload", "SIGHUP: no configuration file to reload (quick mode)");
+		return;
+	}
+	struct relay *rs[n_workers];
+	for (unsigned i = 0; i < n_workers; i++)
+		rs[i] = &workers[i].relay;
+	char err[1024] = "";
+	int r = relay_reload(rs, n_workers, opts.config, err, sizeof(err));
+	if (r == -2) {
+		hup_requests = 1; /* the previous one is still being applied */
+		return;
+	}
+	if (r < 0) {
+		struct logline l;
+		log_begin(&l, LOG_ERROR, "reload_failed");
+		log_str(&l, "error", err);
+		log_str(&l, "msg", "keeping the running configuration");
+		log_end(&l);
+		return;
+	}
+	const struct config *cfg = workers[0].relay.cfg;
+	log_setup(opts.has_level ? opts.level : cfg->log.level,
+	          opts.has_format ? opts.format : cfg->log.format);
+	wake_workers();
+}
 
 static void tick(struct engine *e, void *arg)
 {
@@ -319,18 +361,20 @@ static void tick(struct engine *e, void *arg)
 	struct worker *w = arg;
 	struct relay *r = &w->relay;
 	if (stop_requests && !r->shutting_down) {
+		fanout_group_shutdown(&w->fanouts);
 		relay_shutdown(r);
 		/* The signal reached worker 0; wake the others to see it. */
-		for (unsigned i = 1; w->id == 0 && i < n_workers; i++)
-			if (workers[i].started)
-				pthread_kill(workers[i].thread, SIGUSR1);
+		if (w->id == 0)
+			wake_workers();
 	}
-	if (hup_requests && w->id == 0) {
+	if (hup_requests && w->id == 0 && !r->shutting_down) {
 		hup_requests = 0;
-		log_msg(LOG_WARN, "reload",
-		        "SIGHUP: configuration reload is not supported yet; "
-		        "keeping the running configuration");
+		reload();
 	}
+	if (!r->shutting_down)
+		relay_apply_pending(r);
+	else
+		relay_maybe_stop(r); /* fan-out connections end in their own time */
 }
 
 /* Blocks the signals ferry handles; they are delivered only while worker 0
@@ -439,6 +483,7 @@ int main(int argc, char **argv)
 {
 	struct cli o = {0};
 	parse_cli(argc, argv, &o);
+	opts = o;
 
 	char err[1024];
 	struct config *cfg = NULL;
@@ -473,31 +518,41 @@ int main(int argc, char **argv)
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		n_workers = n > 0 ? (unsigned)n : 1;
 	}
-	struct relay_shared shared;
-	if (relay_shared_init(&shared, cfg, err, sizeof(err)) < 0)
+	struct relay_shared *shared;
+	if (relay_shared_create(cfg, &shared, err, sizeof(err)) < 0)
 		fail("%s", err);
 	workers = calloc(n_workers, sizeof(*workers));
 	if (!workers)
 		fail("out of memory");
+	struct fanout_sizes fo; /* fan-out services run on worker 0 */
+	fanout_sizes(cfg, &fo);
 	for (unsigned i = 0; i < n_workers; i++) {
 		struct worker *w = &workers[i];
 		w->id = i;
-		if (pool_init(&w->pool, relay_pool_buffers(cfg), cfg->buffer_size) < 0)
+		uint32_t nbufs = relay_pool_buffers(cfg) + (i == 0 ? fo.buffers : 0);
+		if (pool_init(&w->pool, nbufs, cfg->buffer_size) < 0)
 			fail("cannot allocate %u buffers of %llu bytes: lower max_connections or "
 			     "buffer_size",
-			     relay_pool_buffers(cfg), (unsigned long long)cfg->buffer_size);
-		int r = engine_init(&w->eng, vt, &w->pool, relay_max_sockets(cfg),
-		                    relay_max_timers(cfg));
+			     nbufs, (unsigned long long)cfg->buffer_size);
+		int r = engine_init(&w->eng, vt, &w->pool,
+		                    relay_max_sockets(cfg) + (i == 0 ? fo.sockets : 0),
+		                    relay_max_timers(cfg) + (i == 0 ? fo.timers : 0));
 		if (r < 0)
 			fail("engine %s cannot start: %s", vt->name, strerror(-r));
 		if (pipes_init(&w->pipes, pipes_per_worker(n_workers), PIPE_SIZE) < 0)
 			fail("out of memory");
 		w->eng.pipes = &w->pipes;
 		w->eng.wait_mask = i == 0 ? main_mask : worker_mask;
-		if (relay_init(&w->relay, cfg, &w->eng, &shared, i, err, sizeof(err)) < 0)
+		if (relay_init(&w->relay, shared, &w->eng, i, n_workers, err, sizeof(err)) < 0)
 			fail("%s", err);
 		if (relay_listen(&w->relay, err, sizeof(err)) < 0)
 			fail("%s", err);
+		if (i == 0) {
+			if (fanout_group_init(&w->fanouts, cfg, &w->eng, err, sizeof(err)) < 0)
+				fail("%s", err);
+			w->relay.busy = fanout_group_busy;
+			w->relay.busy_arg = &w->fanouts;
+		}
 		w->eng.tick = tick;
 		w->eng.tick_arg = w;
 	}
@@ -524,13 +579,13 @@ int main(int argc, char **argv)
 
 	log_msg(LOG_INFO, "stopped", "all connections closed");
 	for (unsigned i = 0; i < n_workers; i++) {
+		fanout_group_fini(&workers[i].fanouts);
 		relay_fini(&workers[i].relay);
 		engine_fini(&workers[i].eng);
 		pipes_fini(&workers[i].pipes);
 		pool_fini(&workers[i].pool);
 	}
 	free(workers);
-	relay_shared_fini(&shared);
-	config_free(cfg);
+	relay_shared_drop_current(); /* frees the config too */
 	return EXIT_SUCCESS;
 }

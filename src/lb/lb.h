@@ -29,8 +29,8 @@
 /* Run-time view of one backend, kept by the relay. */
 struct lb_backend {
 	const char *key;          /* address as written: Maglev's key */
-	unsigned weight;          /* 1..256 */
-	unsigned max_connections; /* 0: unlimited */
+	_Atomic unsigned weight;          /* 1..256 (a reload may change it) */
+	_Atomic unsigned max_connections; /* 0: unlimited */
 	_Atomic unsigned active;  /* open connections now, all workers */
 	_Atomic bool up;          /* health state (always true without checks) */
 	_Atomic bool drained;     /* admin drain: no new connections */

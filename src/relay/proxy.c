@@ -19,6 +19,7 @@
 #include "relay/proxy.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -112,6 +113,7 @@ struct mconn {
 	struct mconn *next; /* in the session's list */
 	struct mirror_rt *rt;
 	const struct cfg_service *svc;
+	struct wgen *wg; /* keeps rt and svc alive while detached */
 	struct esock *es;
 	struct buf **ring; /* r->mring slice of r->mring_cap entries */
 	uint32_t head, count, inflight;
@@ -221,7 +223,7 @@ uint32_t relay_pool_buffers(const struct config *cfg)
 
 static const char *backend_text(const struct session *s)
 {
-	return s->backend >= 0 ? s->svc->backends[s->backend].cfg->addr.text : "-";
+	return s->backend >= 0 ? s->svc->backends[s->backend]->cfg->addr.text : "-";
 }
 
 /* The access log names the backend that served the client: "-" when no
@@ -340,7 +342,7 @@ static void queue_remove(struct service_rt *svc, struct session *s)
 static bool svc_any_eligible(const struct service_rt *svc)
 {
 	for (size_t i = 0; i < svc->n_backends; i++)
-		if (lb_eligible(&svc->backends[i].lb))
+		if (lb_eligible(&svc->backends[i]->lb))
 			return true;
 	return false;
 }
@@ -350,7 +352,7 @@ static bool svc_all_full(const struct service_rt *svc)
 {
 	bool any_up = false;
 	for (size_t i = 0; i < svc->n_backends; i++) {
-		const struct lb_backend *b = &svc->backends[i].lb;
+		const struct lb_backend *b = &svc->backends[i]->lb;
 		if (b->up && !b->drained)
 			any_up = true;
 	}
@@ -374,6 +376,7 @@ static void mirror_push(struct mconn *mc, struct buf *b);
 static void mirror_pump(struct mconn *mc);
 static void mirrors_detach(struct session *s, bool reset);
 static void maybe_stop(struct relay *r);
+static void wgen_put(struct relay *r, struct wgen *wg);
 
 /* Asks for the next bytes from `side` when its half has room.  Pass-through
  * halves splice through a pipe while they hold no buffers; a half holds bytes
@@ -454,7 +457,7 @@ static void on_received(void *owner, int tag, struct buf *b, int res)
 				mirror_push(mc, b);
 			}
 		if (side == SIDE_CLIENT)
-			ctr_add(&s->svc->sh->ctr.bytes_in, (uint64_t)res);
+			ctr_add(&s->svc->sh->st->ctr.bytes_in, (uint64_t)res);
 		s->last_active = relay_of(s)->eng->now;
 		pump(s, side);
 		arm_recv(s, side);
@@ -497,7 +500,7 @@ static void on_spliced(void *owner, int tag, int res)
 	h->recv_armed = false;
 	h->received += (uint64_t)res;
 	if (side == SIDE_CLIENT)
-		ctr_add(&s->svc->sh->ctr.bytes_in, (uint64_t)res);
+		ctr_add(&s->svc->sh->st->ctr.bytes_in, (uint64_t)res);
 	s->last_active = relay_of(s)->eng->now;
 	pump(s, side);
 	arm_recv(s, side);
@@ -536,7 +539,7 @@ static void on_sent(void *owner, int tag, int res)
 	}
 	h->sent += (uint64_t)res;
 	if (dst == SIDE_CLIENT)
-		ctr_add(&s->svc->sh->ctr.bytes_out, (uint64_t)res);
+		ctr_add(&s->svc->sh->st->ctr.bytes_out, (uint64_t)res);
 	s->last_active = relay_of(s)->eng->now;
 	pump(s, src);
 	arm_recv(s, src);
@@ -548,14 +551,14 @@ static void release_backend(struct session *s)
 {
 	if (s->backend < 0)
 		return;
-	slot_release(&s->svc->backends[s->backend].lb.active);
+	slot_release(&s->svc->backends[s->backend]->lb.active);
 }
 
 /* One try failed: count it against the backend, then retry or give up. */
 static void connect_failed(struct session *s, const char *why)
 {
 	struct relay *r = relay_of(s);
-	struct backend_rt *b = &s->svc->backends[s->backend];
+	struct backend_rt *b = s->svc->backends[s->backend];
 	atomic_fetch_add_explicit(&b->connect_failures, 1, memory_order_relaxed);
 	log_connect_error(s, why);
 	engine_close(r->eng, s->es[SIDE_BACKEND], false);
@@ -623,7 +626,7 @@ static int pick_backend(struct session *s)
 		}
 		if (idx < 0)
 			return -1;
-		struct lb_backend *b = &svc->backends[idx].lb;
+		struct lb_backend *b = &svc->backends[idx]->lb;
 		if (slot_acquire(&b->active, b->max_connections))
 			return idx;
 		if (!use_excl)
@@ -650,12 +653,12 @@ static void try_connect(struct session *s)
 			session_arm_timer(s);
 			return;
 		}
-		ctr_add(&svc->sh->ctr.rejected_no_backend, 1);
+		ctr_add(&svc->sh->st->ctr.rejected_no_backend, 1);
 		session_close(s, END_NO_BACKEND, false, false);
 		return;
 	}
 	s->backend = idx;
-	struct backend_rt *b = &svc->backends[idx];
+	struct backend_rt *b = svc->backends[idx];
 	s->state = S_CONNECTING;
 	s->deadline = r->eng->now + svc->cfg->connect_timeout_ms;
 	int fd = socket(b->cfg->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -695,7 +698,7 @@ static void on_session_timer(struct timer *t)
 	switch (s->state) {
 	case S_QUEUED:
 		if (now >= s->deadline) {
-			ctr_add(&s->svc->sh->ctr.rejected_no_backend, 1);
+			ctr_add(&s->svc->sh->st->ctr.rejected_no_backend, 1);
 			session_close(s, END_NO_BACKEND, false, false);
 			return;
 		}
@@ -737,12 +740,19 @@ static void session_free(struct session *s)
 	s->gen++;
 	r->free[r->nfree++] = (uint32_t)(s - r->slab);
 	r->releasing--;
+	wgen_put(r, s->svc->wg);
 }
 
 static void maybe_stop(struct relay *r)
 {
-	if (r->shutting_down && r->active == 0 && r->releasing == 0 && r->mirrors_open == 0)
+	if (r->shutting_down && r->active == 0 && r->releasing == 0 && r->mirrors_open == 0 &&
+	    r->listeners_closing == 0 && !(r->busy && r->busy(r->busy_arg)))
 		engine_stop(r->eng);
+}
+
+void relay_maybe_stop(struct relay *r)
+{
+	maybe_stop(r);
 }
 
 static void on_sock_closed(void *owner, int tag)
@@ -751,8 +761,9 @@ static void on_sock_closed(void *owner, int tag)
 	(void)tag;
 	s->socks--;
 	if (s->state == S_CLOSED && s->socks == 0) {
+		struct relay *r = relay_of(s); /* s->svc may go with the session */
 		session_free(s);
-		maybe_stop(relay_of(s));
+		maybe_stop(r);
 	}
 }
 
@@ -777,8 +788,8 @@ static void session_close(struct session *s, enum end_reason end, bool rst_clien
 		engine_close(r->eng, s->es[SIDE_BACKEND], rst_backend);
 	s->es[SIDE_CLIENT] = s->es[SIDE_BACKEND] = NULL;
 	s->svc->active--;
-	slot_release(&s->svc->sh->active);
-	slot_release(&r->sh->active);
+	slot_release(&s->svc->sh->st->active);
+	slot_release(&relay_active_total);
 	r->active--;
 	if (held_backend) {
 		release_backend(s);
@@ -943,6 +954,7 @@ static void on_mirror_closed(void *owner, int tag)
 	mc->state = M_FREE;
 	r->mfree[r->nmfree++] = (uint32_t)(mc - r->mslab);
 	r->mirrors_open--;
+	wgen_put(r, mc->wg);
 	maybe_stop(r);
 }
 
@@ -1032,6 +1044,8 @@ static void mirror_open(struct session *s, struct mirror_rt *rt)
 	mc->s = s;
 	mc->rt = rt;
 	mc->svc = s->svc->cfg;
+	mc->wg = s->svc->wg;
+	mc->wg->users++;
 	mc->es = es;
 	mc->state = M_CONNECTING;
 	mc->next = s->mirrors;
@@ -1101,7 +1115,7 @@ static void on_accepted(void *owner, int fd, const struct sockaddr *peer, sockle
 			struct logline ll;
 			log_begin(&ll, LOG_WARN, "accept_paused");
 			log_str(&ll, "service", svc->cfg->name);
-			log_str(&ll, "listen", l->addr->text);
+			log_str(&ll, "listen", l->text);
 			log_str(&ll, "error", strerror(-fd));
 			log_fmt(&ll, "msg", "cannot accept, retrying every %dms", ACCEPT_PAUSE_MS);
 			log_end(&ll);
@@ -1113,12 +1127,12 @@ static void on_accepted(void *owner, int fd, const struct sockaddr *peer, sockle
 	}
 	if (r->accept_warned) {
 		r->accept_warned = false;
-		log_msg(LOG_INFO, "accept_resumed", "accepting again on %s", l->addr->text);
+		log_msg(LOG_INFO, "accept_resumed", "accepting again on %s", l->text);
 	}
-	ctr_add(&svc->sh->ctr.connections_total, 1);
+	ctr_add(&svc->sh->st->ctr.connections_total, 1);
 	const struct cfg_service *c = svc->cfg;
 	if (!acl_allows(c, peer)) {
-		ctr_add(&svc->sh->ctr.rejected_acl, 1);
+		ctr_add(&svc->sh->st->ctr.rejected_acl, 1);
 		close(fd);
 		log_rejected(r, svc, peer, "acl");
 		return;
@@ -1126,17 +1140,18 @@ static void on_accepted(void *owner, int fd, const struct sockaddr *peer, sockle
 	bool got_global = false, got_svc = false;
 	struct session *s = NULL;
 	struct esock *es = NULL;
-	if (r->nfree > 0 && (got_global = slot_acquire(&r->sh->active, r->cfg->max_connections)) &&
-	    (got_svc = slot_acquire(&svc->sh->active, c->max_connections))) {
+	if (r->nfree > 0 &&
+	    (got_global = slot_acquire(&relay_active_total, r->cfg->max_connections)) &&
+	    (got_svc = slot_acquire(&svc->sh->st->active, c->max_connections))) {
 		s = &r->slab[r->free[r->nfree - 1]];
 		es = engine_open(r->eng, fd, &session_cbs, s, SIDE_CLIENT);
 	}
 	if (!es) {
 		if (got_global)
-			slot_release(&r->sh->active);
+			slot_release(&relay_active_total);
 		if (got_svc)
-			slot_release(&svc->sh->active);
-		ctr_add(&svc->sh->ctr.rejected_limit, 1);
+			slot_release(&svc->sh->st->active);
+		ctr_add(&svc->sh->st->ctr.rejected_limit, 1);
 		close(fd);
 		log_rejected(r, svc, peer, "limit");
 		return;
@@ -1160,30 +1175,172 @@ static void on_accepted(void *owner, int fd, const struct sockaddr *peer, sockle
 	s->state = S_CONNECTING;
 	r->active++;
 	svc->active++;
+	svc->wg->users++;
 	for (size_t j = 0; j < svc->sh->n_mirrors; j++)
-		mirror_open(s, &svc->sh->mirrors[j]);
+		mirror_open(s, svc->sh->mirrors[j]);
 	/* Read ahead while connecting: at most one window, sent on connect. */
 	arm_recv(s, SIDE_CLIENT);
 	try_connect(s);
 }
 
-static void on_listener_closed(void *owner, int tag)
+/* --- generations --------------------------------------------------------- */
+
+_Atomic unsigned relay_active_total;
+
+/* gen_current is written by worker 0 (start, reload) and read by the admin
+ * thread; the lock makes "read it and take a reference" one step. */
+static pthread_mutex_t gen_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct relay_shared *gen_current;
+static uint64_t gen_seq;
+
+static void svc_state_put(struct svc_state *st)
 {
-	(void)owner;
-	(void)tag;
+	if (st && atomic_fetch_sub(&st->refs, 1) == 1) {
+		free(st->name);
+		free(st);
+	}
 }
 
-static const struct esock_cbs listener_cbs = {
-    .accepted = on_accepted,
-    .closed = on_listener_closed,
-};
-
-/* --- set-up and shutdown ----------------------------------------------- */
-
-int relay_shared_init(struct relay_shared *sh, const struct config *cfg, char *err, size_t len)
+static void backend_put(struct backend_rt *b)
 {
-	memset(sh, 0, sizeof(*sh));
+	if (b && atomic_fetch_sub(&b->refs, 1) == 1) {
+		free(b->own.addr.text);
+		free(b);
+	}
+}
+
+static void mirror_put(struct mirror_rt *m)
+{
+	if (m && atomic_fetch_sub(&m->refs, 1) == 1) {
+		free(m->own.addr.text);
+		free(m);
+	}
+}
+
+static void shared_free(struct relay_shared *sh)
+{
+	for (size_t i = 0; sh->svcs && i < sh->n_svcs; i++) {
+		struct shared_service *ss = &sh->svcs[i];
+		svc_state_put(ss->st);
+		for (size_t j = 0; ss->backends && j < ss->n_backends; j++)
+			backend_put(ss->backends[j]);
+		for (size_t j = 0; ss->mirrors && j < ss->n_mirrors; j++)
+			mirror_put(ss->mirrors[j]);
+		free(ss->backends);
+		free(ss->lbp);
+		free(ss->mirrors);
+	}
+	free(sh->svcs);
+	config_free(sh->cfg);
+	free(sh);
+}
+
+void relay_shared_release(struct relay_shared *sh)
+{
+	if (sh && atomic_fetch_sub(&sh->refs, 1) == 1)
+		shared_free(sh);
+}
+
+struct relay_shared *relay_current_acquire(void)
+{
+	pthread_mutex_lock(&gen_lock);
+	struct relay_shared *sh = gen_current;
+	if (sh)
+		atomic_fetch_add(&sh->refs, 1);
+	pthread_mutex_unlock(&gen_lock);
+	return sh;
+}
+
+/* Makes sh current (taking a reference) and drops the old current's. */
+static void gen_publish(struct relay_shared *sh)
+{
+	if (sh)
+		atomic_fetch_add(&sh->refs, 1);
+	pthread_mutex_lock(&gen_lock);
+	struct relay_shared *old = gen_current;
+	gen_current = sh;
+	pthread_mutex_unlock(&gen_lock);
+	relay_shared_release(old);
+}
+
+static const struct shared_service *prev_service(const struct relay_shared *prev,
+                                                 const struct cfg_service *c)
+{
+	for (size_t i = 0; prev && i < prev->n_svcs; i++)
+		if (strcmp(prev->svcs[i].cfg->name, c->name) == 0 &&
+		    prev->svcs[i].cfg->mode == c->mode)
+			return &prev->svcs[i];
+	return NULL;
+}
+
+/* A backend or mirror is the same one across a reload when its service has
+ * the same name and it has the same address text. */
+static struct backend_rt *backend_get(const struct shared_service *ps, const struct cfg_backend *c)
+{
+	for (size_t i = 0; ps && i < ps->n_backends; i++) {
+		struct backend_rt *b = ps->backends[i];
+		if (strcmp(b->own.addr.text, c->addr.text) == 0) {
+			atomic_fetch_add(&b->refs, 1);
+			/* Balancers of older views read these too: atomics. */
+			atomic_store(&b->lb.weight, c->weight);
+			atomic_store(&b->lb.max_connections, c->max_connections);
+			return b;
+		}
+	}
+	struct backend_rt *b = calloc(1, sizeof(*b));
+	if (!b)
+		return NULL;
+	b->own = *c;
+	b->own.addr.text = strdup(c->addr.text);
+	if (!b->own.addr.text) {
+		free(b);
+		return NULL;
+	}
+	b->cfg = &b->own;
+	b->lb.key = b->own.addr.text;
+	b->lb.weight = c->weight;
+	b->lb.max_connections = c->max_connections;
+	b->lb.up = true;
+	b->refs = 1;
+	return b;
+}
+
+static struct mirror_rt *mirror_get(const struct shared_service *ps, const struct cfg_mirror *c)
+{
+	for (size_t i = 0; ps && i < ps->n_mirrors; i++) {
+		struct mirror_rt *m = ps->mirrors[i];
+		if (strcmp(m->own.addr.text, c->addr.text) == 0 && m->own.on_lag == c->on_lag &&
+		    m->own.sample == c->sample && m->own.max_lag == c->max_lag) {
+			atomic_fetch_add(&m->refs, 1);
+			return m;
+		}
+	}
+	struct mirror_rt *m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->own = *c;
+	m->own.addr.text = strdup(c->addr.text);
+	if (!m->own.addr.text) {
+		free(m);
+		return NULL;
+	}
+	m->cfg = &m->own;
+	m->refs = 1;
+	return m;
+}
+
+/* Builds a generation from cfg (taking it over), carrying the state of
+ * services, backends and mirrors that prev has too.  NULL on OOM (cfg is
+ * freed then). */
+static struct relay_shared *shared_build(struct config *cfg, const struct relay_shared *prev)
+{
+	struct relay_shared *sh = calloc(1, sizeof(*sh));
+	if (!sh) {
+		config_free(cfg);
+		return NULL;
+	}
 	sh->cfg = cfg;
+	sh->gen = ++gen_seq;
 	sh->n_svcs = cfg->n_services;
 	sh->svcs = calloc(cfg->n_services ? cfg->n_services : 1, sizeof(*sh->svcs));
 	if (!sh->svcs)
@@ -1191,63 +1348,258 @@ int relay_shared_init(struct relay_shared *sh, const struct config *cfg, char *e
 	for (size_t i = 0; i < cfg->n_services; i++) {
 		const struct cfg_service *c = &cfg->services[i];
 		struct shared_service *ss = &sh->svcs[i];
+		const struct shared_service *ps = prev_service(prev, c);
 		ss->cfg = c;
+		if (ps) {
+			ss->st = ps->st;
+			atomic_fetch_add(&ss->st->refs, 1);
+		} else {
+			ss->st = calloc(1, sizeof(*ss->st));
+			if (!ss->st)
+				goto nomem;
+			ss->st->refs = 1;
+			ss->st->name = strdup(c->name);
+			if (!ss->st->name)
+				goto nomem;
+		}
 		size_t n = c->n_backends;
-		ss->n_backends = n;
 		ss->backends = calloc(n ? n : 1, sizeof(*ss->backends));
 		ss->lbp = calloc(n ? n : 1, sizeof(*ss->lbp));
-		if (!ss->backends || !ss->lbp)
+		ss->mirrors = calloc(c->n_mirrors ? c->n_mirrors : 1, sizeof(*ss->mirrors));
+		if (!ss->backends || !ss->lbp || !ss->mirrors)
 			goto nomem;
 		for (size_t j = 0; j < n; j++) {
-			struct backend_rt *b = &ss->backends[j];
-			b->cfg = &c->backends[j];
-			b->lb.key = b->cfg->addr.text;
-			b->lb.weight = b->cfg->weight;
-			b->lb.max_connections = b->cfg->max_connections;
-			b->lb.up = true;
-			ss->lbp[j] = &b->lb;
+			ss->backends[j] = backend_get(ps, &c->backends[j]);
+			if (!ss->backends[j])
+				goto nomem;
+			ss->n_backends = j + 1;
+			ss->lbp[j] = &ss->backends[j]->lb;
 		}
-		ss->n_mirrors = c->n_mirrors;
-		ss->mirrors = calloc(c->n_mirrors ? c->n_mirrors : 1, sizeof(*ss->mirrors));
-		if (!ss->mirrors)
-			goto nomem;
-		for (size_t j = 0; j < c->n_mirrors; j++)
-			ss->mirrors[j].cfg = &c->mirrors[j];
+		for (size_t j = 0; j < c->n_mirrors; j++) {
+			ss->mirrors[j] = mirror_get(ps, &c->mirrors[j]);
+			if (!ss->mirrors[j])
+				goto nomem;
+			ss->n_mirrors = j + 1;
+		}
 	}
-	return 0;
+	return sh;
 nomem:
-	snprintf(err, len, "out of memory setting up services");
-	relay_shared_fini(sh);
-	return -1;
+	shared_free(sh);
+	return NULL;
 }
 
-void relay_shared_fini(struct relay_shared *sh)
+int relay_shared_create(struct config *cfg, struct relay_shared **out, char *err, size_t len)
 {
-	for (size_t i = 0; sh->svcs && i < sh->n_svcs; i++) {
-		free(sh->svcs[i].backends);
-		free(sh->svcs[i].lbp);
-		free(sh->svcs[i].mirrors);
+	struct relay_shared *sh = shared_build(cfg, NULL);
+	if (!sh) {
+		snprintf(err, len, "out of memory setting up services");
+		return -1;
 	}
-	free(sh->svcs);
-	memset(sh, 0, sizeof(*sh));
+	gen_publish(sh);
+	*out = sh;
+	return 0;
 }
 
-int relay_init(struct relay *r, struct config *cfg, struct engine *eng, struct relay_shared *sh,
-               unsigned worker, char *err, size_t len)
+/* --- a worker's view of a generation --------------------------------------- */
+
+static void wgen_free(struct wgen *wg)
 {
+	for (size_t i = 0; wg->svcs && i < wg->n_svcs; i++)
+		if (wg->svcs[i].n_backends)
+			lb_fini(&wg->svcs[i].lb);
+	free(wg->svcs);
+	relay_shared_release(wg->sh);
+	free(wg);
+}
+
+static struct wgen *wgen_build(struct relay *r, struct relay_shared *sh)
+{
+	struct wgen *wg = calloc(1, sizeof(*wg));
+	if (!wg)
+		return NULL;
+	atomic_fetch_add(&sh->refs, 1);
+	wg->sh = sh;
+	wg->n_svcs = sh->n_svcs;
+	wg->svcs = calloc(sh->n_svcs ? sh->n_svcs : 1, sizeof(*wg->svcs));
+	if (!wg->svcs)
+		goto nomem;
+	for (size_t i = 0; i < sh->n_svcs; i++) {
+		struct service_rt *svc = &wg->svcs[i];
+		svc->sh = &sh->svcs[i];
+		svc->cfg = svc->sh->cfg;
+		svc->relay = r;
+		svc->wg = wg;
+		svc->backends = svc->sh->backends;
+		if (svc->cfg->mode == MODE_PROXY && svc->sh->n_backends) {
+			if (lb_init(&svc->lb, svc->cfg->balance, svc->sh->lbp, svc->sh->n_backends,
+			            (uint64_t)time(NULL) ^ (i << 8) ^ r->worker ^ (sh->gen << 16)) <
+			    0)
+				goto nomem;
+			svc->n_backends = svc->sh->n_backends;
+		}
+	}
+	return wg;
+nomem:
+	wgen_free(wg);
+	return NULL;
+}
+
+/* A session or mirror started under wg has ended. */
+static void wgen_put(struct relay *r, struct wgen *wg)
+{
+	if (--wg->users > 0 || wg == r->cur)
+		return;
+	for (struct wgen **pp = &r->retired; *pp; pp = &(*pp)->next_retired) {
+		if (*pp == wg) {
+			*pp = wg->next_retired;
+			wgen_free(wg);
+			return;
+		}
+	}
+}
+
+/* --- listeners ------------------------------------------------------------- */
+
+static bool same_addr(const struct sockaddr_storage *a, socklen_t alen,
+                      const struct sockaddr_storage *b, socklen_t blen)
+{
+	if (a->ss_family != b->ss_family || alen != blen)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+	return x->sin6_port == y->sin6_port &&
+	       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
+/* Opens, binds and listens on a; a busy port is retried for bind_timeout.
+ * Returns the descriptor, or -1 with a message naming the address. */
+static int bind_listener(const struct cfg_addr *a, const struct cfg_service *c, bool reuseport,
+                         char *err, size_t len)
+{
+	int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		snprintf(err, len, "cannot listen on %s (service %s): socket: %s", a->text, c->name,
+		         strerror(errno));
+		return -1;
+	}
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* Several workers: each has its own socket on the port and the
+	 * kernel spreads new connections among them. */
+	if (reuseport)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	if (a->sa.ss_family == AF_INET6) {
+		int v6only = a->wildcard ? 0 : 1;
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
+	}
+	uint64_t give_up = clock_now_ms() + c->bind_timeout_ms;
+	while (bind(fd, (const struct sockaddr *)&a->sa, a->salen) == -1) {
+		int e = errno;
+		if (e == EADDRINUSE && clock_now_ms() < give_up) {
+			struct timespec ts = {0, 100 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		snprintf(err, len, "cannot listen on %s (service %s): bind: %s", a->text, c->name,
+		         strerror(e));
+		close(fd);
+		return -1;
+	}
+	if (listen(fd, 4096) == -1) {
+		snprintf(err, len, "cannot listen on %s (service %s): listen: %s", a->text, c->name,
+		         strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void listener_free(struct listener_rt *l)
+{
+	free(l->text);
+	free(l);
+}
+
+static void on_listener_closed(void *owner, int tag)
+{
+	(void)tag;
+	struct listener_rt *l = owner;
+	struct relay *r = l->relay;
+	listener_free(l);
+	r->listeners_closing--;
+	maybe_stop(r);
+}
+
+static const struct esock_cbs listener_cbs = {
+    .accepted = on_accepted,
+    .closed = on_listener_closed,
+};
+
+/* Starts accepting on fd for svc; takes fd over.  NULL on failure (fd
+ * closed, message in err). */
+static struct listener_rt *listener_start(struct relay *r, struct service_rt *svc,
+                                          const struct cfg_addr *a, int fd, char *err, size_t len)
+{
+	struct listener_rt *l = calloc(1, sizeof(*l));
+	char *text = strdup(a->text);
+	struct esock *es = NULL;
+	if (l && text)
+		es = engine_open(r->eng, fd, &listener_cbs, l, 0);
+	if (!es) {
+		snprintf(err, len, "cannot listen on %s: out of memory or socket slots", a->text);
+		free(text);
+		free(l);
+		close(fd);
+		return NULL;
+	}
+	l->relay = r;
+	l->svc = svc;
+	l->text = text;
+	l->sa = a->sa;
+	l->salen = a->salen;
+	l->wildcard = a->wildcard;
+	l->es = es;
+	l->fd = fd;
+	engine_listen(r->eng, es);
+	return l;
+}
+
+static void listener_close(struct relay *r, struct listener_rt *l)
+{
+	timer_cancel(&r->eng->timers, &l->resume);
+	if (l->es) {
+		r->listeners_closing++;
+		engine_close(r->eng, l->es, false); /* frees l when released */
+		return;
+	}
+	if (l->fd >= 0)
+		close(l->fd);
+	listener_free(l);
+}
+
+static bool listens_here(const struct cfg_service *c)
+{
+	return c->mode == MODE_PROXY;
+}
+
+/* --- set-up, reload and shutdown -------------------------------------------- */
+
+int relay_init(struct relay *r, struct relay_shared *sh, struct engine *eng, unsigned worker,
+               unsigned n_workers, char *err, size_t len)
+{
+	struct config *cfg = sh->cfg;
 	memset(r, 0, sizeof(*r));
 	r->cfg = cfg;
 	r->eng = eng;
-	r->sh = sh;
 	r->worker = worker;
-	r->n_svcs = cfg->n_services;
-	r->svcs = calloc(cfg->n_services, sizeof(*r->svcs));
-	r->n_listeners = total_listeners(cfg);
-	r->listeners = calloc(r->n_listeners ? r->n_listeners : 1, sizeof(*r->listeners));
+	r->n_workers = n_workers;
 	r->n_slab = cfg->max_connections;
 	r->slab = calloc(r->n_slab, sizeof(*r->slab));
 	r->free = calloc(r->n_slab, sizeof(*r->free));
-	if (!r->svcs || !r->listeners || !r->slab || !r->free)
+	if (!r->slab || !r->free)
 		goto nomem;
 	for (uint32_t i = 0; i < r->n_slab; i++)
 		r->free[i] = r->n_slab - 1 - i;
@@ -1266,24 +1618,9 @@ int relay_init(struct relay *r, struct config *cfg, struct engine *eng, struct r
 		}
 		r->nmfree = r->n_mslab;
 	}
-	size_t li = 0;
-	for (size_t i = 0; i < cfg->n_services; i++) {
-		const struct cfg_service *c = &cfg->services[i];
-		struct service_rt *svc = &r->svcs[i];
-		svc->cfg = c;
-		svc->relay = r;
-		svc->sh = &sh->svcs[i];
-		svc->backends = svc->sh->backends;
-		svc->n_backends = svc->sh->n_backends;
-		if (c->n_backends && lb_init(&svc->lb, c->balance, svc->sh->lbp, c->n_backends,
-		                             (uint64_t)time(NULL) ^ (i << 8) ^ worker) < 0)
-			goto nomem;
-		for (size_t j = 0; j < c->n_listen; j++, li++) {
-			r->listeners[li].svc = svc;
-			r->listeners[li].addr = &c->listen[j];
-			r->listeners[li].fd = -1;
-		}
-	}
+	r->cur = wgen_build(r, sh);
+	if (!r->cur)
+		goto nomem;
 	return 0;
 nomem:
 	snprintf(err, len, "out of memory setting up %u connection slots", cfg->max_connections);
@@ -1291,61 +1628,227 @@ nomem:
 	return -1;
 }
 
-static int listen_one(struct relay *r, struct listener_rt *l, char *err, size_t len)
+static int add_listener(struct listener_rt ***list, size_t *n, struct listener_rt *l)
 {
-	const struct cfg_addr *a = l->addr;
-	int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		snprintf(err, len, "cannot listen on %s (service %s): socket: %s", a->text,
-		         l->svc->cfg->name, strerror(errno));
+	struct listener_rt **grown = realloc(*list, (*n + 1) * sizeof(*grown));
+	if (!grown)
 		return -1;
-	}
-	int one = 1;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	/* Several workers: each has its own socket on the port and the
-	 * kernel spreads new connections among them. */
-	if (r->cfg->workers > 1)
-		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-	if (a->sa.ss_family == AF_INET6) {
-		int v6only = a->wildcard ? 0 : 1;
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
-	}
-	uint64_t give_up = clock_now_ms() + l->svc->cfg->bind_timeout_ms;
-	while (bind(fd, (const struct sockaddr *)&a->sa, a->salen) == -1) {
-		int e = errno;
-		if (e == EADDRINUSE && clock_now_ms() < give_up) {
-			struct timespec ts = {0, 100 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-			continue;
-		}
-		snprintf(err, len, "cannot listen on %s (service %s): bind: %s", a->text,
-		         l->svc->cfg->name, strerror(e));
-		close(fd);
-		return -1;
-	}
-	if (listen(fd, 4096) == -1) {
-		snprintf(err, len, "cannot listen on %s (service %s): listen: %s", a->text,
-		         l->svc->cfg->name, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	l->es = engine_open(r->eng, fd, &listener_cbs, l, 0);
-	if (!l->es) {
-		snprintf(err, len, "cannot listen on %s: engine socket table full", a->text);
-		close(fd);
-		return -1;
-	}
-	l->fd = fd;
-	engine_listen(r->eng, l->es);
+	grown[(*n)++] = l;
+	*list = grown;
 	return 0;
 }
 
 int relay_listen(struct relay *r, char *err, size_t len)
 {
-	for (size_t i = 0; i < r->n_listeners; i++)
-		if (listen_one(r, &r->listeners[i], err, len) < 0)
-			return -1;
+	struct wgen *wg = r->cur;
+	for (size_t i = 0; i < wg->n_svcs; i++) {
+		const struct cfg_service *c = wg->svcs[i].cfg;
+		if (!listens_here(c))
+			continue;
+		for (size_t j = 0; j < c->n_listen; j++) {
+			int fd = bind_listener(&c->listen[j], c, r->n_workers > 1, err, len);
+			if (fd < 0)
+				return -1;
+			struct listener_rt *l =
+			    listener_start(r, &wg->svcs[i], &c->listen[j], fd, err, len);
+			if (!l)
+				return -1;
+			if (add_listener(&r->listeners, &r->n_listeners, l) < 0) {
+				listener_close(r, l);
+				snprintf(err, len, "out of memory");
+				return -1;
+			}
+		}
+	}
 	return 0;
+}
+
+static struct listener_rt *find_listener(struct relay *r, const struct cfg_addr *a)
+{
+	for (size_t i = 0; i < r->n_listeners; i++)
+		if (r->listeners[i] &&
+		    same_addr(&r->listeners[i]->sa, r->listeners[i]->salen, &a->sa, a->salen))
+			return r->listeners[i];
+	return NULL;
+}
+
+static size_t count_listen(const struct config *cfg)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < cfg->n_services; i++)
+		if (listens_here(&cfg->services[i]))
+			n += cfg->services[i].n_listen;
+	return n;
+}
+
+/* Keys whose memory or threads are set up at start: a reload keeps the
+ * running values (engine and workers may come from the command line, so a
+ * difference there is not worth a warning). */
+static void keep_start_up_values(struct config *next, const struct config *now)
+{
+	if (next->max_connections != now->max_connections || next->buffer_size != now->buffer_size)
+		log_msg(LOG_WARN, "reload_warning",
+		        "max_connections and buffer_size need a restart; keeping %u and %llu",
+		        now->max_connections, (unsigned long long)now->buffer_size);
+	next->max_connections = now->max_connections;
+	next->buffer_size = now->buffer_size;
+	next->workers = now->workers;
+	next->engine = now->engine;
+}
+
+int relay_reload(struct relay **workers, unsigned n, const char *path, char *err, size_t len)
+{
+	for (unsigned w = 0; w < n; w++)
+		if (atomic_load(&workers[w]->pending))
+			return -2;
+	struct config *cfg;
+	if (config_load_file(path, &cfg, err, len) < 0)
+		return -1;
+	struct relay *r0 = workers[0];
+	keep_start_up_values(cfg, r0->cfg);
+	if (mirror_slots(cfg) > r0->n_mslab ||
+	    (mirror_slots(cfg) > 0 && mirror_ring_cap(cfg) > r0->mring_cap)) {
+		snprintf(err, len,
+		         "the new mirrors need more memory than was set aside at start "
+		         "(more mirrors per service or a larger max_lag): restart ferry");
+		config_free(cfg);
+		return -1;
+	}
+	struct relay_shared *sh = shared_build(cfg, r0->cur->sh);
+	if (!sh) {
+		snprintf(err, len, "out of memory building the new configuration");
+		return -1;
+	}
+	/* Bind what is new for every worker first, so that a busy port
+	 * leaves everything as it was. */
+	size_t nl = count_listen(sh->cfg);
+	int **fds = calloc(n, sizeof(*fds));
+	bool ok = fds != NULL;
+	for (unsigned w = 0; ok && w < n; w++) {
+		fds[w] = malloc((nl ? nl : 1) * sizeof(int));
+		if (!fds[w]) {
+			ok = false;
+			break;
+		}
+		for (size_t k = 0; k < nl; k++)
+			fds[w][k] = -1;
+		size_t k = 0;
+		for (size_t i = 0; ok && i < sh->cfg->n_services; i++) {
+			const struct cfg_service *c = &sh->cfg->services[i];
+			if (!listens_here(c))
+				continue;
+			for (size_t j = 0; ok && j < c->n_listen; j++, k++) {
+				if (find_listener(workers[w], &c->listen[j]))
+					continue;
+				fds[w][k] = bind_listener(&c->listen[j], c, n > 1, err, len);
+				if (fds[w][k] < 0)
+					ok = false;
+			}
+		}
+	}
+	if (!ok) {
+		for (unsigned w = 0; fds && w < n; w++) {
+			for (size_t k = 0; fds[w] && k < nl; k++)
+				if (fds[w][k] >= 0)
+					close(fds[w][k]);
+			free(fds[w]);
+		}
+		free(fds);
+		if (!err[0])
+			snprintf(err, len, "out of memory");
+		atomic_store(&sh->refs, 0);
+		shared_free(sh);
+		return -1;
+	}
+	gen_publish(sh);
+	for (unsigned w = 0; w < n; w++) {
+		workers[w]->pending_fds = fds[w];
+		atomic_store(&workers[w]->pending, sh);
+	}
+	free(fds);
+	relay_apply_pending(r0);
+	return 0;
+}
+
+void relay_apply_pending(struct relay *r)
+{
+	struct relay_shared *sh = atomic_load(&r->pending);
+	if (!sh)
+		return;
+	char err[256];
+	struct wgen *wg = wgen_build(r, sh);
+	size_t nl = count_listen(sh->cfg);
+	struct listener_rt **list = NULL;
+	size_t n = 0;
+	bool *kept = calloc(r->n_listeners ? r->n_listeners : 1, sizeof(*kept));
+	if (!wg || !kept) {
+		log_msg(LOG_ERROR, "reload", "out of memory applying the new configuration");
+		for (size_t k = 0; k < nl; k++)
+			if (r->pending_fds[k] >= 0)
+				close(r->pending_fds[k]);
+		if (wg)
+			wgen_free(wg);
+		free(kept);
+		goto out;
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < sh->cfg->n_services; i++) {
+		const struct cfg_service *c = &sh->cfg->services[i];
+		if (!listens_here(c))
+			continue;
+		for (size_t j = 0; j < c->n_listen; j++, k++) {
+			struct listener_rt *l = NULL;
+			if (r->pending_fds[k] < 0) {
+				for (size_t x = 0; x < r->n_listeners; x++) {
+					struct listener_rt *o = r->listeners[x];
+					if (!kept[x] &&
+					    same_addr(&o->sa, o->salen, &c->listen[j].sa,
+					              c->listen[j].salen)) {
+						kept[x] = true;
+						l = o;
+						l->svc = &wg->svcs[i];
+						break;
+					}
+				}
+			} else {
+				l = listener_start(r, &wg->svcs[i], &c->listen[j],
+				                   r->pending_fds[k], err, sizeof(err));
+				if (!l)
+					log_msg(LOG_ERROR, "reload", "%s", err);
+			}
+			if (l && add_listener(&list, &n, l) < 0)
+				listener_close(r, l);
+		}
+	}
+	for (size_t x = 0; x < r->n_listeners; x++)
+		if (!kept[x])
+			listener_close(r, r->listeners[x]);
+	free(kept);
+	free(r->listeners);
+	r->listeners = list;
+	r->n_listeners = n;
+	struct wgen *old = r->cur;
+	r->cur = wg;
+	r->cfg = sh->cfg;
+	if (old->users == 0) {
+		wgen_free(old);
+	} else {
+		old->next_retired = r->retired;
+		r->retired = old;
+	}
+	if (r->worker == 0) {
+		struct logline l;
+		log_begin(&l, LOG_INFO, "reload");
+		log_u64(&l, "generation", sh->gen);
+		log_u64(&l, "services", sh->n_svcs);
+		log_u64(&l, "listeners", n);
+		log_str(&l, "msg", "configuration reloaded");
+		log_end(&l);
+	}
+out:
+	free(r->pending_fds);
+	r->pending_fds = NULL;
+	atomic_store(&r->pending, NULL);
 }
 
 static void on_shutdown_timeout(struct timer *t)
@@ -1370,16 +1873,15 @@ void relay_shutdown(struct relay *r)
 	if (r->shutting_down)
 		return;
 	r->shutting_down = true;
-	for (size_t i = 0; i < r->n_listeners; i++) {
-		struct listener_rt *l = &r->listeners[i];
-		timer_cancel(&r->eng->timers, &l->resume);
-		if (l->es)
-			engine_close(r->eng, l->es, false);
-		l->es = NULL;
-		l->fd = -1;
-	}
-	log_msg(LOG_INFO, "shutdown", "listeners closed; waiting up to %llums for %u connections",
-	        (unsigned long long)r->cfg->shutdown_timeout_ms, r->active);
+	for (size_t i = 0; i < r->n_listeners; i++)
+		listener_close(r, r->listeners[i]);
+	free(r->listeners);
+	r->listeners = NULL;
+	r->n_listeners = 0;
+	if (r->worker == 0)
+		log_msg(LOG_INFO, "shutdown",
+		        "listeners closed; waiting up to %llums for open connections",
+		        (unsigned long long)r->cfg->shutdown_timeout_ms);
 	engine_timer_set(r->eng, &r->shutdown_timer, r->cfg->shutdown_timeout_ms,
 	                 on_shutdown_timeout);
 	maybe_stop(r);
@@ -1400,15 +1902,35 @@ void relay_fini(struct relay *r)
 		for (uint32_t k = 0; mc->state != M_FREE && k < mc->count; k++)
 			buf_unref(mc->ring[(mc->head + k) % r->mring_cap]);
 	}
+	for (size_t i = 0; i < r->n_listeners; i++) {
+		if (r->listeners[i]->fd >= 0 && !r->listeners[i]->es)
+			close(r->listeners[i]->fd);
+		listener_free(r->listeners[i]); /* engine_fini closes their sockets */
+	}
+	free(r->listeners);
+	if (r->pending_fds) {
+		struct relay_shared *sh = atomic_load(&r->pending);
+		for (size_t k = 0; sh && k < count_listen(sh->cfg); k++)
+			if (r->pending_fds[k] >= 0)
+				close(r->pending_fds[k]);
+		free(r->pending_fds);
+	}
+	while (r->retired) {
+		struct wgen *wg = r->retired;
+		r->retired = wg->next_retired;
+		wgen_free(wg);
+	}
+	if (r->cur)
+		wgen_free(r->cur);
 	free(r->mslab);
 	free(r->mfree);
 	free(r->mring);
-	for (size_t i = 0; r->svcs && i < r->n_svcs; i++)
-		if (r->svcs[i].n_backends)
-			lb_fini(&r->svcs[i].lb);
-	free(r->svcs);
-	free(r->listeners);
 	free(r->slab);
 	free(r->free);
 	memset(r, 0, sizeof(*r));
+}
+
+void relay_shared_drop_current(void)
+{
+	gen_publish(NULL);
 }

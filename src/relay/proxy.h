@@ -24,24 +24,41 @@ struct relay;
 struct session;
 struct mconn;
 
-/* Backend state shared by every worker. */
+/* Shared state and reloads.
+ *
+ * A configuration generation (`struct relay_shared`) is built from one
+ * loaded file and never changes once published; a reload builds a new one.
+ * What must survive a reload is kept in objects that generations point to
+ * and that a new generation takes over by name: a service's counters and
+ * connection count (`svc_state`), a backend's connection count and failures
+ * (`backend_rt`, by service and address), a mirror's counters (`mirror_rt`).
+ * Each object counts the generations holding it; a generation counts the
+ * workers' views of it (and readers such as the admin endpoint); a worker's
+ * view (`struct wgen`) counts the sessions that started under it.  Whatever
+ * the last holder lets go of is freed, so established connections keep
+ * everything they use while new connections see the new configuration. */
+
+/* A backend of a service, shared by every worker. */
 struct backend_rt {
 	struct lb_backend lb;
-	const struct cfg_backend *cfg;
+	const struct cfg_backend *cfg; /* == &own */
+	struct cfg_backend own;        /* copy, address text owned */
 	_Atomic uint64_t connect_failures;
+	_Atomic uint32_t health; /* health.c: streaks and down bit, packed; 0: up */
+	_Atomic unsigned refs;   /* generations holding it */
 };
 
 /* A mirror of a service, shared by every worker: its counters. */
 struct mirror_rt {
-	const struct cfg_mirror *cfg;
+	const struct cfg_mirror *cfg; /* == &own */
+	struct cfg_mirror own;
 	_Atomic uint64_t seq;         /* client connections seen, for `sample` */
 	_Atomic uint64_t bytes;       /* sent to the mirror */
 	_Atomic uint64_t disconnects; /* mirror connections that ended early */
 	_Atomic unsigned active;      /* mirror connections open */
+	_Atomic unsigned refs;
 };
 
-/* What the workers share: connection counts that the limits apply to, the
- * backends and the mirrors.  Built once before the workers start. */
 /* Counters of SPEC section 5, added to by every worker with relaxed atomics
  * and read by the admin endpoint without locks. */
 struct svc_counters {
@@ -51,30 +68,59 @@ struct svc_counters {
 	_Atomic uint64_t rejected_limit, rejected_acl, rejected_no_backend;
 };
 
-struct shared_service {
-	const struct cfg_service *cfg;
+/* Fan-out services' counters (SPEC section 5). */
+struct fanout_counters {
+	_Atomic unsigned inputs, outputs; /* connected now */
+	_Atomic uint64_t dropped_records; /* on_lag: drop */
+	_Atomic uint64_t disconnects;     /* outputs closed for lagging */
+	_Atomic uint64_t bytes_in;        /* received from inputs */
+};
+
+/* What a service keeps across reloads. */
+struct svc_state {
+	char *name;
 	_Atomic unsigned active; /* client connections open, all workers */
 	struct svc_counters ctr;
-	struct backend_rt *backends;
+	struct fanout_counters fo;
+	_Atomic unsigned refs;
+};
+
+/* A service in one generation. */
+struct shared_service {
+	const struct cfg_service *cfg;
+	struct svc_state *st;
+	struct backend_rt **backends;
 	struct lb_backend **lbp;
 	size_t n_backends;
-	struct mirror_rt *mirrors;
+	struct mirror_rt **mirrors;
 	size_t n_mirrors;
 };
 
+/* One configuration generation, shared by every worker. */
 struct relay_shared {
-	const struct config *cfg;
-	_Atomic unsigned active; /* client connections open, all services */
+	struct config *cfg; /* owned */
 	struct shared_service *svcs;
 	size_t n_svcs;
+	uint64_t gen;
+	_Atomic unsigned refs;
+};
+
+/* One worker's view of a generation: its services with their balancers. */
+struct wgen {
+	struct relay_shared *sh;
+	struct service_rt *svcs;
+	size_t n_svcs;
+	unsigned users; /* sessions and mirror connections started under it */
+	struct wgen *next_retired;
 };
 
 /* One worker's view of a service. */
 struct service_rt {
 	const struct cfg_service *cfg;
 	struct relay *relay;
+	struct wgen *wg;
 	struct shared_service *sh;
-	struct backend_rt *backends; /* == sh->backends */
+	struct backend_rt **backends; /* == sh->backends */
 	size_t n_backends;
 	struct lb lb;
 	unsigned active; /* this worker's client connections */
@@ -82,9 +128,14 @@ struct service_rt {
 	struct session *queue_head, *queue_tail;
 };
 
+/* A listening socket; it survives a reload that keeps its address. */
 struct listener_rt {
+	struct relay *relay;
 	struct service_rt *svc;
-	const struct cfg_addr *addr;
+	char *text; /* address as written, owned */
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	bool wildcard;
 	struct esock *es;
 	int fd;
 	bool paused;
@@ -92,14 +143,17 @@ struct listener_rt {
 };
 
 struct relay {
-	struct config *cfg;
+	struct config *cfg; /* the current generation's */
 	struct engine *eng;
-	struct relay_shared *sh;
 	unsigned worker;
-	struct service_rt *svcs;
-	size_t n_svcs;
-	struct listener_rt *listeners;
+	unsigned n_workers;
+	struct wgen *cur;
+	struct wgen *retired; /* older views still used by sessions */
+	struct listener_rt **listeners;
 	size_t n_listeners;
+	/* a reload prepared by worker 0 for this worker to apply */
+	struct relay_shared *_Atomic pending;
+	int *pending_fds; /* per listen address of the pending config; -1: reuse */
 	struct session *slab;
 	uint32_t n_slab;
 	uint32_t *free; /* stack of free session indices */
@@ -113,11 +167,16 @@ struct relay {
 	struct buf **mring; /* n_mslab rings of mring_cap entries */
 	uint32_t mring_cap;
 	unsigned mirrors_open;
-	unsigned active;    /* client connections open, all services */
-	unsigned releasing; /* sessions closed, sockets not yet released */
-	bool accept_warned; /* EMFILE logged for the current episode */
+	unsigned listeners_closing; /* closed, not yet released by the engine */
+	unsigned active;            /* client connections open, all services */
+	unsigned releasing;         /* sessions closed, sockets not yet released */
+	bool accept_warned;         /* EMFILE logged for the current episode */
 	bool shutting_down;
 	struct timer shutdown_timer;
+	/* Other work of this loop (fan-out connections) that must end before
+	 * a shutdown stops it: a count, 0 when done.  NULL: none. */
+	unsigned (*busy)(void *arg);
+	void *busy_arg;
 };
 
 /* Sizes a relay needs from its engine and pool for this config. */
@@ -125,25 +184,51 @@ uint32_t relay_max_sockets(const struct config *cfg);
 uint32_t relay_max_timers(const struct config *cfg);
 uint32_t relay_pool_buffers(const struct config *cfg);
 
-/* Builds the state every worker shares.  0, or -1 with a message in err. */
-int relay_shared_init(struct relay_shared *sh, const struct config *cfg, char *err, size_t len);
-void relay_shared_fini(struct relay_shared *sh);
+/* Builds the first generation from cfg (the generation owns cfg from then
+ * on) and makes it current.  0, or -1 with a message in err. */
+int relay_shared_create(struct config *cfg, struct relay_shared **out, char *err, size_t len);
 
-/* Builds one worker's services, balancers and session slab.  Borrows cfg,
- * eng and sh.  Returns 0, or -1 with a message in err. */
-int relay_init(struct relay *r, struct config *cfg, struct engine *eng, struct relay_shared *sh,
-               unsigned worker, char *err, size_t len);
+/* The current generation, with a reference for the caller (the admin
+ * endpoint); give it back with relay_shared_release(). */
+struct relay_shared *relay_current_acquire(void);
+void relay_shared_release(struct relay_shared *sh);
+
+/* Connection counter of the global max_connections, all workers. */
+extern _Atomic unsigned relay_active_total;
+
+/* Builds one worker's relay for generation sh.  Borrows eng.  Returns 0,
+ * or -1 with a message in err. */
+int relay_init(struct relay *r, struct relay_shared *sh, struct engine *eng, unsigned worker,
+               unsigned n_workers, char *err, size_t len);
 
 /* Binds and starts every listener (retrying a busy port for bind_timeout);
  * with several workers each binds its own sockets with SO_REUSEPORT.
  * Returns 0, or -1 with a message naming the address in err. */
 int relay_listen(struct relay *r, char *err, size_t len);
 
+/* SIGHUP, on worker 0: loads `path`, builds a new generation and binds the
+ * listeners it adds for every worker.  On success each worker's `pending`
+ * is set (worker 0 applies its own at once; the caller wakes the others)
+ * and 0 is returned; on failure nothing changes and -1 comes back with the
+ * reason in err.  -EBUSY (returned as -2) when a previous reload is still
+ * being applied. */
+int relay_reload(struct relay **workers, unsigned n, const char *path, char *err, size_t len);
+
+/* In each worker's loop: switches to a pending generation, if any. */
+void relay_apply_pending(struct relay *r);
+
 /* First SIGINT/SIGTERM: closes the listeners, lets connections finish for
  * shutdown_timeout, then closes the rest; stops the engine when none is
  * left. */
 void relay_shutdown(struct relay *r);
 
+/* Stops the engine if shutting down and nothing (busy hook included) is
+ * left; for owners of `busy` work, called when that work may have ended. */
+void relay_maybe_stop(struct relay *r);
+
 void relay_fini(struct relay *r);
+
+/* At exit, after every relay_fini(): lets go of the current generation. */
+void relay_shared_drop_current(void);
 
 #endif
