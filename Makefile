@@ -18,7 +18,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototy
 URING_VERSION := $(shell pkg-config --modversion liburing 2>/dev/null || echo unknown)
 CFLAGS_BASE := -std=gnu11 $(WARN) -Isrc -MMD -MP -D_GNU_SOURCE \
                -DFERRY_LIBURING_VERSION='"$(URING_VERSION)"'
-LDLIBS   := -lyaml -luring -lpthread
+LDLIBS   := -lyaml -luring -lmicrohttpd -lcares -lpthread
 
 ifeq ($(VARIANT),asan)
   OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
@@ -121,5 +121,43 @@ compdb:
 
 clean:
 	rm -rf build ferry
+
+# --- install ---------------------------------------------------------------
+# make install [PREFIX=/usr/local] [DESTDIR=/staging]: the release binary, both
+# man pages and the systemd unit, whose ExecStart/ExecReload follow PREFIX.
+# The example configuration goes to /etc/ferry/ferry.yaml (never under PREFIX:
+# the unit reads it there) only when no file is there, so reinstalling never
+# overwrites an operator's file; uninstall leaves that file alone too.
+
+.PHONY: install uninstall
+
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+FERRY_CONF := /etc/ferry/ferry.yaml
+
+install: all
+	$(call say,INSTALL,"$(DESTDIR)$(BINDIR)/ferry")
+	$(Q)install -D -m 0755 ferry "$(DESTDIR)$(BINDIR)/ferry"
+	$(Q)install -D -m 0644 man/ferry.1 "$(DESTDIR)$(MANDIR)/man1/ferry.1"
+	$(Q)install -D -m 0644 man/ferry.yaml.5 "$(DESTDIR)$(MANDIR)/man5/ferry.yaml.5"
+	$(Q)install -d -m 0755 "$(DESTDIR)$(UNITDIR)"
+	$(Q)sed 's|/usr/local/bin/ferry|$(BINDIR)/ferry|g' packaging/ferry.service \
+		> "$(DESTDIR)$(UNITDIR)/ferry.service.tmp"
+	$(Q)chmod 0644 "$(DESTDIR)$(UNITDIR)/ferry.service.tmp"
+	$(Q)mv -f "$(DESTDIR)$(UNITDIR)/ferry.service.tmp" "$(DESTDIR)$(UNITDIR)/ferry.service"
+	$(Q)if [ -e "$(DESTDIR)$(FERRY_CONF)" ]; then \
+		echo "install: kept the existing $(DESTDIR)$(FERRY_CONF)"; \
+	else \
+		install -D -m 0644 packaging/ferry.yaml "$(DESTDIR)$(FERRY_CONF)"; \
+	fi
+	@[ -n "$(DESTDIR)" ] || echo "install: now run: systemctl daemon-reload && systemctl enable --now ferry"
+
+uninstall:
+	$(Q)rm -f "$(DESTDIR)$(BINDIR)/ferry" "$(DESTDIR)$(MANDIR)/man1/ferry.1" \
+		"$(DESTDIR)$(MANDIR)/man5/ferry.yaml.5" "$(DESTDIR)$(UNITDIR)/ferry.service"
+	@[ ! -e "$(DESTDIR)$(FERRY_CONF)" ] || \
+		echo "uninstall: kept $(DESTDIR)$(FERRY_CONF); remove it by hand if unwanted"
 
 -include $(shell find build -name '*.d' 2>/dev/null)

@@ -3,7 +3,7 @@
 # those that are missing.  Skips with a message when not root.
 #   scripts/deps.sh build|test|demo|asan
 set -u
-need="gcc make pkg-config libyaml-dev liburing-dev"
+need="gcc make pkg-config libyaml-dev liburing-dev libmicrohttpd-dev libc-ares-dev"
 case "${1:-build}" in
 test | asan) need="$need libcmocka-dev python3 python3-pytest" ;;
 demo) need="$need python3" ;;

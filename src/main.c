@@ -15,9 +15,11 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "admin/admin.h"
 #include "buf/pool.h"
 #include "config/config.h"
 #include "core/log.h"
+#include "core/notify.h"
 #include "engine/engine.h"
 #include "relay/fanout.h"
 #include "relay/proxy.h"
@@ -227,9 +229,17 @@ static void parse_cli(int argc, char **argv, struct cli *o)
 				    optarg);
 			o->has_format = true;
 			break;
-		case OPT_ADMIN:
+		case OPT_ADMIN: {
+			struct sockaddr_storage ss;
+			socklen_t len;
+			bool wildcard;
+			if (parse_address(optarg, &ss, &len, &wildcard) == -EINVAL)
+				usage_error("--admin: invalid address \"%s\" (expected host:port, "
+				            "[v6addr]:port or :port)",
+				            optarg);
 			o->admin = optarg;
 			break;
+		}
 		case ':':
 			if (optopt)
 				usage_error("option -%c needs a value", optopt);
@@ -267,8 +277,23 @@ static void apply_overrides(struct config *cfg, const struct cli *o)
 		cfg->log.level = o->level;
 	if (o->has_format)
 		cfg->log.format = o->format;
-	if (o->admin)
-		fail("--admin %s: the admin endpoint is not supported yet", o->admin);
+	if (o->admin) {
+		struct sockaddr_storage ss;
+		socklen_t len;
+		bool wildcard;
+		int r = parse_address(o->admin, &ss, &len, &wildcard);
+		if (r == -EHOSTUNREACH)
+			fail("--admin \"%s\": host names are not supported yet", o->admin);
+		char *text = strdup(o->admin);
+		if (!text)
+			fail("out of memory");
+		free(cfg->admin.listen.text);
+		cfg->admin.listen.text = text;
+		cfg->admin.listen.sa = ss;
+		cfg->admin.listen.salen = len;
+		cfg->admin.listen.wildcard = wildcard;
+		cfg->admin.enabled = true;
+	}
 }
 
 /* --- signals ----------------------------------------------------------- */
@@ -336,6 +361,7 @@ static void reload(void)
 	for (unsigned i = 0; i < n_workers; i++)
 		rs[i] = &workers[i].relay;
 	char err[1024] = "";
+	notify_reloading(); /* systemd: reloading until the next READY=1 */
 	int r = relay_reload(rs, n_workers, opts.config, err, sizeof(err));
 	if (r == -2) {
 		hup_requests = 1; /* the previous one is still being applied */
@@ -347,12 +373,14 @@ static void reload(void)
 		log_str(&l, "error", err);
 		log_str(&l, "msg", "keeping the running configuration");
 		log_end(&l);
+		notify_send("READY=1"); /* still serving, with the old file */
 		return;
 	}
 	const struct config *cfg = workers[0].relay.cfg;
 	log_setup(opts.has_level ? opts.level : cfg->log.level,
 	          opts.has_format ? opts.format : cfg->log.format);
 	wake_workers();
+	notify_send("READY=1");
 }
 
 static void tick(struct engine *e, void *arg)
@@ -364,8 +392,10 @@ static void tick(struct engine *e, void *arg)
 		fanout_group_shutdown(&w->fanouts);
 		relay_shutdown(r);
 		/* The signal reached worker 0; wake the others to see it. */
-		if (w->id == 0)
+		if (w->id == 0) {
+			notify_send("STOPPING=1");
 			wake_workers();
+		}
 	}
 	if (hup_requests && w->id == 0 && !r->shutting_down) {
 		hup_requests = 0;
@@ -557,6 +587,12 @@ int main(int argc, char **argv)
 		w->eng.tick_arg = w;
 	}
 
+	struct admin *admin = NULL;
+	if (cfg->admin.enabled &&
+	    admin_start(&admin, (struct sockaddr *)&cfg->admin.listen.sa, cfg->admin.listen.salen,
+	                shared, err, sizeof(err)) < 0)
+		fail("%s", err);
+
 	struct logline l;
 	log_begin(&l, LOG_INFO, "ready");
 	log_str(&l, "engine", vt->name);
@@ -572,10 +608,14 @@ int main(int argc, char **argv)
 			fail("cannot start worker %u: %s", i, strerror(r));
 		workers[i].started = true;
 	}
+	int nr = notify_send("READY=1");
+	if (nr < 0)
+		log_msg(LOG_WARN, "notify", "READY=1 to $NOTIFY_SOCKET failed: %s", strerror(-nr));
 	engine_run(&workers[0].eng);
 	for (unsigned i = 1; i < n_workers; i++)
 		if (workers[i].started)
 			pthread_join(workers[i].thread, NULL);
+	admin_stop(admin);
 
 	log_msg(LOG_INFO, "stopped", "all connections closed");
 	for (unsigned i = 0; i < n_workers; i++) {

@@ -1443,8 +1443,6 @@ static int unsupported_addrs(struct loader *ld, const struct cfg_addr *a, size_t
 
 static int reject_unsupported_service(struct loader *ld, struct cfg_service *s)
 {
-	if (s->mode == MODE_FANOUT)
-		return fail_field(ld, &s->mode, s, "mode", "fanout services not supported yet");
 	if (s->accept_proxy_protocol)
 		return fail_field(ld, &s->accept_proxy_protocol, s, "accept_proxy_protocol",
 		                  "accepting PROXY protocol headers not supported yet");
@@ -1485,12 +1483,8 @@ static int reject_unsupported(struct loader *ld)
 	if (cfg->group[0])
 		return fail_field(ld, &cfg->group, NULL, "group",
 		                  "dropping privileges not supported yet");
-	if (cfg->admin.enabled) {
-		if (unsupported_addrs(ld, &cfg->admin.listen, 1) < 0)
-			return -1;
-		return fail_field(ld, &cfg->admin.listen, NULL, "admin.listen",
-		                  "the admin endpoint is not supported yet");
-	}
+	if (cfg->admin.enabled && unsupported_addrs(ld, &cfg->admin.listen, 1) < 0)
+		return -1;
 	for (size_t i = 0; i < cfg->n_services; i++)
 		if (reject_unsupported_service(ld, &cfg->services[i]) < 0)
 			return -1;

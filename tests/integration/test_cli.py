@@ -199,11 +199,6 @@ def test_proxy_service_without_backends(tmp_path):
 NOT_YET = {
     "health_check": (SVC + BACKEND + "    health_check:\n      interval: 2s\n",
                      "health_check"),
-    "admin.listen": ("admin:\n  listen: 127.0.0.1:9901\n" + SVC + BACKEND, "admin"),
-    "fanout": ("services:\n  - name: feed\n    mode: fanout\n"
-               "    listen: [\"127.0.0.1:7000\"]\n"
-               "    inputs:\n      from: [\"127.0.0.1/32\"]\n"
-               "    outputs:\n      from: [\"127.0.0.2/32\"]\n", "mode"),
     "io_uring": ("engine: io_uring\n" + SVC + BACKEND, "engine"),
     "proxy_protocol v1": (SVC + "    proxy_protocol: v1\n" + BACKEND, "proxy_protocol"),
 }
@@ -226,13 +221,6 @@ def test_later_feature_rejected_at_run(tmp_path):
     r = run_ferry(["-c", "f.yaml"], cwd=tmp_path)
     assert r.returncode == 1
     assert "not supported yet" in r.stderr and "health_check" in r.stderr, r.stderr
-
-
-@pytest.mark.parametrize("flag", ["--admin"])
-def test_later_flags_not_supported_yet(flag):
-    r = run_ferry(["--listen", addr(), "--backend", addr(), flag, addr()])
-    assert r.returncode == 1, f"exit {r.returncode}: {r.stderr!r}"
-    assert "not supported yet" in r.stderr and flag.lstrip("-") in r.stderr, r.stderr
 
 
 # --- start-up failures: exit 1 -----------------------------------------------------
