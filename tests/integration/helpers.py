@@ -32,8 +32,23 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 FERRY_BIN = os.environ.get("FERRY_BIN") or str(REPO / "build" / "release" / "ferry")
-ENGINES = [e.strip() for e in os.environ.get("FERRY_TEST_ENGINES", "epoll").split(",")
-           if e.strip()]
+
+
+def _usable_engines():
+    """The engines `ferry -V` reports as usable on this machine: every
+    behavioural test runs under each of them."""
+    try:
+        out = subprocess.run([FERRY_BIN, "-V"], capture_output=True, text=True,
+                             timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ["epoll"]
+    found = [m.group(1) for m in re.finditer(r"^\s+(\w+): usable", out, re.M)]
+    return found or ["epoll"]
+
+
+_env_engines = os.environ.get("FERRY_TEST_ENGINES", "")
+ENGINES = ([e.strip() for e in _env_engines.split(",") if e.strip()] if _env_engines.strip()
+           else _usable_engines())
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer",
                      "ERROR: ThreadSanitizer", "WARNING: ThreadSanitizer")
