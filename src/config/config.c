@@ -1474,9 +1474,6 @@ static int reject_unsupported(struct loader *ld)
 {
 	struct config *cfg = ld->cfg;
 
-	if (cfg->engine == ENGINE_URING)
-		return fail_field(ld, &cfg->engine, NULL, "engine",
-		                  "io_uring not supported yet (use epoll or auto)");
 	if (cfg->user[0])
 		return fail_field(ld, &cfg->user, NULL, "user",
 		                  "dropping privileges not supported yet");

@@ -7,6 +7,7 @@
 #include <string.h>
 
 static const struct engine_vt *const engines[] = {
+    &engine_uring,
     &engine_epoll,
     NULL,
 };

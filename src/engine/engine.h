@@ -113,6 +113,7 @@ struct engine {
 };
 
 extern const struct engine_vt engine_epoll;
+extern const struct engine_vt engine_uring;
 
 /* Engines compiled in, in order of preference for `auto`. */
 const struct engine_vt *const *engine_list(void);

@@ -199,15 +199,12 @@ def test_proxy_service_without_backends(tmp_path):
 NOT_YET = {
     "health_check": (SVC + BACKEND + "    health_check:\n      interval: 2s\n",
                      "health_check"),
-    "io_uring": ("engine: io_uring\n" + SVC + BACKEND, "engine"),
     "proxy_protocol v1": (SVC + "    proxy_protocol: v1\n" + BACKEND, "proxy_protocol"),
 }
 
 
 @pytest.mark.parametrize("text,key", NOT_YET.values(), ids=NOT_YET.keys())
 def test_later_feature_not_supported_yet(tmp_path, text, key):
-    if key == "engine" and "io_uring" in ENGINES:
-        pytest.skip("io_uring is supported in this build")
     (tmp_path / "f.yaml").write_text(text)
     r = run_ferry(["-t", "-c", "f.yaml"], cwd=tmp_path)
     assert r.returncode == 1, r.stderr

@@ -699,8 +699,6 @@ static const struct err_case err_cases[] = {
      "ferry.yaml:1:9: YAML syntax error: found undefined alias"},
 
     /* --- not supported yet (reject_unsupported) ---------------------- */
-    {"unsupported_io_uring", "# ferry\n\nengine: io_uring\n" BASE,
-     "ferry.yaml:3:9: engine: io_uring not supported yet (use epoll or auto)"},
     {"unsupported_user", "user: nobody\n" BASE,
      "ferry.yaml:1:7: user: dropping privileges not supported yet"},
     {"unsupported_group", "group: nogroup\n" BASE,
