@@ -1443,13 +1443,6 @@ static int unsupported_addrs(struct loader *ld, const struct cfg_addr *a, size_t
 
 static int reject_unsupported_service(struct loader *ld, struct cfg_service *s)
 {
-	if (s->accept_proxy_protocol)
-		return fail_field(ld, &s->accept_proxy_protocol, s, "accept_proxy_protocol",
-		                  "accepting PROXY protocol headers not supported yet");
-	if (s->proxy_protocol != PP_NONE)
-		return fail_field(ld, &s->proxy_protocol, s, "proxy_protocol",
-		                  "PROXY protocol %s not supported yet (use none)",
-		                  enum_text(pp_names, (int)s->proxy_protocol));
 	if (s->health.enabled)
 		return fail_field(ld, &s->health.enabled, s, "health_check",
 		                  "active health checks not supported yet");

@@ -30,10 +30,11 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "relay/proxyproto.h"
 
 enum side { SIDE_CLIENT = 0, SIDE_BACKEND = 1 };
 
-enum sstate { S_FREE = 0, S_QUEUED, S_CONNECTING, S_ESTABLISHED, S_CLOSED };
+enum sstate { S_FREE = 0, S_HEADER, S_QUEUED, S_CONNECTING, S_ESTABLISHED, S_CLOSED };
 
 enum end_reason {
 	END_NONE = 0,
@@ -61,8 +62,10 @@ static const char *const end_names[] = {
 
 /* Bytes read from one side and not yet sent to the other. */
 struct half {
-	struct buf *q[RELAY_WINDOW]; /* oldest first; q[0..inflight) are being sent */
-	struct iovec iov[RELAY_WINDOW];
+	/* oldest first; q[0..inflight) are being sent; one slot more than the
+	 * window for the PROXY header put in front at connect */
+	struct buf *q[RELAY_WINDOW + 1];
+	struct iovec iov[RELAY_WINDOW + 1];
 	uint8_t count;
 	uint8_t inflight;
 	struct pipe_buf *pipe; /* splice path: the bytes wait in this pipe */
@@ -92,7 +95,13 @@ struct session {
 		struct sockaddr sa;
 		struct sockaddr_in in;
 		struct sockaddr_in6 in6;
-	} peer;
+	} peer; /* the client: from the socket, or from its PROXY header */
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} local;            /* where the client connected to (PROXY header dst) */
+	struct buf *pp_acc; /* accept_proxy_protocol: the header read so far */
 	uint64_t excl[EXCL_WORDS];
 	uint64_t t_start, last_active, deadline, next_progress;
 	struct timer timer;
@@ -297,7 +306,7 @@ static void session_arm_timer(struct session *s)
 	struct relay *r = relay_of(s);
 	const struct cfg_service *c = s->svc->cfg;
 	uint64_t when = UINT64_MAX;
-	if (s->state == S_QUEUED || s->state == S_CONNECTING)
+	if (s->state == S_QUEUED || s->state == S_CONNECTING || s->state == S_HEADER)
 		when = s->deadline;
 	else if (s->state == S_ESTABLISHED && c->idle_timeout_ms)
 		when = s->last_active + c->idle_timeout_ms;
@@ -378,6 +387,30 @@ static void mirrors_detach(struct session *s, bool reset);
 static void maybe_stop(struct relay *r);
 static void wgen_put(struct relay *r, struct wgen *wg);
 
+/* The client's bytes stay in buffers while its PROXY header is read and
+ * until the outgoing header is in front of them. */
+static bool pp_holds_splice(const struct session *s)
+{
+	return s->state == S_HEADER ||
+	       (s->svc->cfg->proxy_protocol != PP_NONE && s->state != S_ESTABLISHED);
+}
+
+/* A pool buffer holding the PROXY header for this client, or NULL. */
+static struct buf *pp_header(struct session *s)
+{
+	struct buf *b = pool_get(relay_of(s)->eng->pool);
+	if (!b)
+		return NULL;
+	int v = s->svc->cfg->proxy_protocol == PP_V1 ? 1 : 2;
+	int n = pp_build(v, &s->peer.sa, &s->local.sa, b->data, relay_of(s)->eng->pool->buf_size);
+	if (n <= 0) {
+		buf_unref(b);
+		return NULL;
+	}
+	b->len = (uint32_t)n;
+	return b;
+}
+
 /* Asks for the next bytes from `side` when its half has room.  Pass-through
  * halves splice through a pipe while they hold no buffers; a half holds bytes
  * either in buffers or in its pipe, never both, so order is kept. */
@@ -392,7 +425,7 @@ static void arm_recv(struct session *s, enum side side)
 	if (side == SIDE_CLIENT && !mirrors_have_room(s))
 		return; /* on_lag: block paces the client to its slowest mirror */
 	int r;
-	if (h->count == 0 && !s->mirrors && engine_can_splice(eng)) {
+	if (h->count == 0 && !s->mirrors && !pp_holds_splice(s) && engine_can_splice(eng)) {
 		if (h->pipe && h->pipe->bytes >= h->pipe->cap)
 			return;
 		r = engine_splice_in(eng, s->es[side], &h->pipe);
@@ -418,7 +451,8 @@ static void pump(struct session *s, enum side src)
 	if (s->state != S_ESTABLISHED || h->inflight || h->splice_out)
 		return;
 	struct engine *eng = relay_of(s)->eng;
-	if (h->pipe && h->pipe->bytes > 0) {
+	/* Buffers never follow pipe bytes (see arm_recv): buffers first. */
+	if (h->count == 0 && h->pipe && h->pipe->bytes > 0) {
 		uint32_t n = h->pipe->bytes;
 		if (engine_splice_out(eng, s->es[dst], h->pipe, n) == 0)
 			h->splice_out = n;
@@ -442,12 +476,19 @@ static void pump(struct session *s, enum side src)
 	}
 }
 
+static void pp_feed(struct session *s, struct buf *b, int res);
+static void pp_error(struct session *s, const char *why);
+
 static void on_received(void *owner, int tag, struct buf *b, int res)
 {
 	struct session *s = owner;
 	enum side side = (enum side)tag;
 	struct half *h = &s->h[side];
 	h->recv_armed = false;
+	if (s->state == S_HEADER && side == SIDE_CLIENT && res >= 0) {
+		pp_feed(s, b, res);
+		return;
+	}
 	if (res > 0) {
 		h->q[h->count++] = b;
 		h->received += (uint64_t)res;
@@ -584,6 +625,18 @@ static void on_connected(void *owner, int tag, int err)
 		connect_failed(s, strerror(-err));
 		return;
 	}
+	if (s->svc->cfg->proxy_protocol != PP_NONE) {
+		struct buf *hb = pp_header(s);
+		if (!hb) {
+			log_msg(LOG_ERROR, "internal", "no buffer for the PROXY header");
+			session_close(s, END_CONNECT_FAILED, false, true);
+			return;
+		}
+		struct half *h = &s->h[SIDE_CLIENT];
+		memmove(h->q + 1, h->q, (size_t)h->count * sizeof(h->q[0]));
+		h->q[0] = hb;
+		h->count++;
+	}
 	s->state = S_ESTABLISHED;
 	s->connected = true;
 	s->last_active = relay_of(s)->eng->now;
@@ -696,6 +749,12 @@ static void on_session_timer(struct timer *t)
 		s->next_progress = now + interval;
 	}
 	switch (s->state) {
+	case S_HEADER:
+		if (now >= s->deadline) {
+			pp_error(s, "no complete header within connect_timeout");
+			return;
+		}
+		break;
 	case S_QUEUED:
 		if (now >= s->deadline) {
 			ctr_add(&s->svc->sh->st->ctr.rejected_no_backend, 1);
@@ -735,6 +794,10 @@ static void session_free(struct session *s)
 			pipes_put(r->eng->pipes, h->pipe);
 			h->pipe = NULL;
 		}
+	}
+	if (s->pp_acc) {
+		buf_unref(s->pp_acc);
+		s->pp_acc = NULL;
 	}
 	s->state = S_FREE;
 	s->gen++;
@@ -1075,6 +1138,125 @@ static void mirrors_detach(struct session *s, bool reset)
 	}
 }
 
+/* --- PROXY protocol from clients ------------------------------------------ */
+
+/* The client is known: mirrors get the PROXY header first, then a backend
+ * is chosen.  Reads ahead while connecting: at most one window. */
+static void mirror_headers(struct session *s)
+{
+	if (s->svc->cfg->proxy_protocol == PP_NONE || !s->mirrors)
+		return;
+	struct buf *hb = pp_header(s);
+	for (struct mconn *mc = s->mirrors, *next; hb && mc; mc = next) {
+		next = mc->next;
+		mirror_push(mc, hb);
+	}
+	if (hb)
+		buf_unref(hb);
+}
+
+static void session_start(struct session *s)
+{
+	mirror_headers(s);
+	s->state = S_CONNECTING;
+	arm_recv(s, SIDE_CLIENT);
+	try_connect(s);
+}
+
+static void pp_error(struct session *s, const char *why)
+{
+	struct logline l;
+	char addr[ADDR_STRLEN];
+	log_begin(&l, LOG_WARN, "proxy_protocol_error");
+	log_str(&l, "service", s->svc->cfg->name);
+	log_str(&l, "client", addr_format(&s->peer.sa, addr, sizeof(addr)));
+	log_str(&l, "error", why);
+	log_end(&l);
+	session_close(s, END_CLIENT_RESET, true, false);
+}
+
+/* Queues b (taking the caller's reference) as client bytes, for the backend
+ * and the mirrors; an empty b is dropped. */
+static void queue_client_bytes(struct session *s, struct buf *b)
+{
+	if (b->len == 0) {
+		buf_unref(b);
+		return;
+	}
+	struct half *h = &s->h[SIDE_CLIENT];
+	h->q[h->count++] = b;
+	h->received += b->len;
+	ctr_add(&s->svc->sh->st->ctr.bytes_in, b->len);
+	for (struct mconn *mc = s->mirrors, *next; mc; mc = next) {
+		next = mc->next;
+		mirror_push(mc, b);
+	}
+}
+
+/* Bytes of a client whose PROXY header is not complete yet: gathered in
+ * the first buffer (a header is at most PP_MAX_HEADER bytes) until it
+ * parses; what follows the header is kept, in order, as client bytes. */
+static void pp_feed(struct session *s, struct buf *b, int res)
+{
+	if (res == 0) {
+		pp_error(s, "connection closed before a complete header");
+		return;
+	}
+	struct buf *acc = s->pp_acc;
+	uint32_t used = (uint32_t)res; /* bytes of b now in acc */
+	if (!acc) {
+		acc = s->pp_acc = b;
+	} else {
+		uint32_t room = PP_MAX_HEADER > acc->len ? PP_MAX_HEADER - acc->len : 0;
+		used = (uint32_t)res < room ? (uint32_t)res : room;
+		memcpy(acc->data + acc->len, b->data, used);
+		acc->len += used;
+	}
+	struct pp_info info;
+	const char *why = "malformed header";
+	int n = pp_parse(acc->data, acc->len, &info, &why);
+	if (n == PP_NEED_MORE && acc->len < PP_MAX_HEADER) {
+		if (b != acc)
+			buf_unref(b);
+		arm_recv(s, SIDE_CLIENT);
+		return;
+	}
+	if (n <= 0) {
+		if (b != acc)
+			buf_unref(b);
+		pp_error(s, n == PP_NEED_MORE ? "header too long" : why);
+		return;
+	}
+	s->pp_acc = NULL;
+	if (info.has_addr) {
+		memset(&s->peer, 0, sizeof(s->peer));
+		memcpy(&s->peer, &info.src,
+		       info.src_len < sizeof(s->peer) ? info.src_len : sizeof(s->peer));
+		memset(&s->local, 0, sizeof(s->local));
+		memcpy(&s->local, &info.dst,
+		       info.dst_len < sizeof(s->local) ? info.dst_len : sizeof(s->local));
+	}
+	/* What came after the header: the rest of acc, then the rest of b.
+	 * Both buffers are ours alone here, so they are shifted in place. */
+	memmove(acc->data, acc->data + n, acc->len - (uint32_t)n);
+	acc->len -= (uint32_t)n;
+	struct buf *rest = NULL;
+	if (b != acc) {
+		memmove(b->data, b->data + used, (uint32_t)res - used);
+		b->len = (uint32_t)res - used;
+		rest = b;
+	}
+	s->last_active = relay_of(s)->eng->now;
+	/* Order: mirrors' PROXY header, then these bytes, then new reads. */
+	mirror_headers(s);
+	queue_client_bytes(s, acc);
+	if (rest)
+		queue_client_bytes(s, rest);
+	s->state = S_CONNECTING;
+	arm_recv(s, SIDE_CLIENT);
+	try_connect(s);
+}
+
 /* --- accepting --------------------------------------------------------- */
 
 #define ACCEPT_PAUSE_MS 100
@@ -1172,15 +1354,24 @@ static void on_accepted(void *owner, int fd, const struct sockaddr *peer, sockle
 	s->next_progress = r->cfg->log.access_interval_ms
 	                       ? s->t_start + r->cfg->log.access_interval_ms
 	                       : UINT64_MAX;
-	s->state = S_CONNECTING;
+	socklen_t ll = sizeof(s->local);
+	if (getsockname(fd, &s->local.sa, &ll) == -1)
+		memset(&s->local, 0, sizeof(s->local));
 	r->active++;
 	svc->active++;
 	svc->wg->users++;
 	for (size_t j = 0; j < svc->sh->n_mirrors; j++)
 		mirror_open(s, svc->sh->mirrors[j]);
-	/* Read ahead while connecting: at most one window, sent on connect. */
-	arm_recv(s, SIDE_CLIENT);
-	try_connect(s);
+	if (c->accept_proxy_protocol) {
+		/* The client's PROXY header first; the backend is chosen once
+		 * the real client address is known. */
+		s->state = S_HEADER;
+		s->deadline = r->eng->now + c->connect_timeout_ms;
+		session_arm_timer(s);
+		arm_recv(s, SIDE_CLIENT);
+		return;
+	}
+	session_start(s);
 }
 
 /* --- generations --------------------------------------------------------- */

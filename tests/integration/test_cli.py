@@ -199,7 +199,6 @@ def test_proxy_service_without_backends(tmp_path):
 NOT_YET = {
     "health_check": (SVC + BACKEND + "    health_check:\n      interval: 2s\n",
                      "health_check"),
-    "proxy_protocol v1": (SVC + "    proxy_protocol: v1\n" + BACKEND, "proxy_protocol"),
 }
 
 

@@ -705,15 +705,6 @@ static const struct err_case err_cases[] = {
      "ferry.yaml:1:8: group: dropping privileges not supported yet"},
     {"admin_host_name", "admin:\n  listen: admin.example:9901\n" BASE,
      "ferry.yaml:2:11: admin.listen: host names are not supported yet"},
-    {"unsupported_accept_proxy_protocol", BASE "    accept_proxy_protocol: true\n",
-     "ferry.yaml:6:28: services[0].accept_proxy_protocol: accepting PROXY protocol headers not "
-     "supported yet"},
-    {"unsupported_proxy_protocol_v1", BASE "    proxy_protocol: v1\n",
-     "ferry.yaml:6:21: services[0].proxy_protocol: PROXY protocol v1 not supported yet (use "
-     "none)"},
-    {"unsupported_proxy_protocol_v2", BASE "    proxy_protocol: v2\n",
-     "ferry.yaml:6:21: services[0].proxy_protocol: PROXY protocol v2 not supported yet (use "
-     "none)"},
     {"unsupported_health_check",
      BASE "    health_check:\n"
           "      interval: 5s\n"
