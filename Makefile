@@ -82,13 +82,20 @@ PYTHON = $(shell sh scripts/find-python.sh)
 
 test:
 	@sh scripts/deps.sh test
-	$(Q)$(MAKE) --no-print-directory VARIANT=$(VARIANT) $(BUILD)/ferry $(UNIT_BIN)
+	$(Q)$(MAKE) --no-print-directory VARIANT=$(VARIANT) $(BUILD)/ferry $(UNIT_BIN) \
+		build/alloccount.so
 	$(Q)$(MAKE) --no-print-directory VARIANT=$(VARIANT) unit integration
 
 unit: $(UNIT_BIN)
 	@sh scripts/run-unit.sh $(UNIT_BIN)
 
-integration: $(BUILD)/ferry
+# LD_PRELOAD shim counting heap allocations: the hot-path test uses it.
+build/alloccount.so: tests/tools/alloccount.c
+	@mkdir -p build
+	$(call say,CC,$<)
+	$(Q)$(CC) -O2 -shared -fPIC -Wall -Wextra -Werror -o $@ $<
+
+integration: $(BUILD)/ferry build/alloccount.so
 	$(Q)FERRY_BIN=$(abspath $(BUILD)/ferry) $(PYTHON) -m pytest -q -p no:cacheprovider \
 		tests/integration $(PYTEST_ARGS)
 

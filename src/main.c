@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +21,10 @@
 #include "config/config.h"
 #include "core/log.h"
 #include "core/notify.h"
+#include "core/resolve.h"
 #include "engine/engine.h"
 #include "relay/fanout.h"
+#include "relay/health.h"
 #include "relay/proxy.h"
 
 #ifndef FERRY_VERSION
@@ -339,6 +342,7 @@ struct worker {
 
 static struct worker *workers;
 static unsigned n_workers;
+static struct health *health; /* active checks, on worker 0 */
 static struct cli opts;
 
 /* Wakes the other workers (they block every signal but SIGUSR1). */
@@ -349,38 +353,175 @@ static void wake_workers(void)
 			pthread_kill(workers[i].thread, SIGUSR1);
 }
 
-/* SIGHUP on worker 0: a new generation, or the old one kept with the reason
- * logged.  The command line's log overrides still win. */
-static void reload(void)
+/* The configuration the command line asks for: the file, or quick mode,
+ * with the overrides.  NULL with a message in err. */
+static struct config *build_config(char *err, size_t len)
 {
-	if (!opts.config) {
-		log_msg(LOG_WARN, "reload", "SIGHUP: no configuration file to reload (quick mode)");
-		return;
+	struct config *cfg = NULL;
+	if (opts.config) {
+		if (config_load_file(opts.config, &cfg, err, len) < 0)
+			return NULL;
+	} else {
+		cfg = config_new_default();
+		if (!cfg) {
+			snprintf(err, len, "out of memory");
+			return NULL;
+		}
+		if (config_add_cli_service(cfg, "default", opts.listen, opts.n_listen, opts.backend,
+		                           opts.n_backend, opts.mirror, opts.n_mirror,
+		                           opts.has_balance ? opts.balance : BAL_LEAST_CONN, err,
+		                           len) < 0) {
+			config_free(cfg);
+			return NULL;
+		}
 	}
+	apply_overrides(cfg, &opts);
+	return cfg;
+}
+
+/* --- host names -------------------------------------------------------- */
+
+/* One resolver thread for the host names of backends and mirrors; it wakes
+ * worker 0 when their addresses change, and worker 0 rebuilds the backends
+ * as a reload would. */
+static struct resolver *resolver;
+static char **dns_names;
+static size_t n_dns_names;
+static pthread_t main_thread;
+static _Atomic int dns_news;
+static bool dns_rebuild;
+
+static void on_resolved(void *arg)
+{
+	(void)arg;
+	atomic_store(&dns_news, 1);
+	pthread_kill(main_thread, SIGUSR1);
+}
+
+static void free_names(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+static int add_name(char ***names, size_t *n, const struct cfg_addr *a)
+{
+	if (a->salen)
+		return 0;
+	const char *colon = strrchr(a->text, ':');
+	size_t len = colon ? (size_t)(colon - a->text) : strlen(a->text);
+	for (size_t i = 0; i < *n; i++)
+		if (strlen((*names)[i]) == len && strncmp((*names)[i], a->text, len) == 0)
+			return 0;
+	char **grown = realloc(*names, (*n + 1) * sizeof(*grown));
+	if (!grown)
+		return -1;
+	*names = grown;
+	if (!(grown[*n] = strndup(a->text, len)))
+		return -1;
+	(*n)++;
+	return 0;
+}
+
+/* (Re)starts the resolver when the set of names changed.  With `wait`
+ * (start-up) the first answers are awaited and a name without any address
+ * is an error. */
+static int dns_setup(const struct config *cfg, bool wait, char *err, size_t len)
+{
+	char **names = NULL;
+	size_t n = 0;
+	for (size_t i = 0; i < cfg->n_services; i++) {
+		const struct cfg_service *c = &cfg->services[i];
+		for (size_t j = 0; j < c->n_backends; j++)
+			if (add_name(&names, &n, &c->backends[j].addr) < 0)
+				goto nomem;
+		for (size_t j = 0; j < c->n_mirrors; j++)
+			if (add_name(&names, &n, &c->mirrors[j].addr) < 0)
+				goto nomem;
+	}
+	bool same = n == n_dns_names;
+	for (size_t i = 0; same && i < n; i++)
+		same = strcmp(names[i], dns_names[i]) == 0;
+	if (same) {
+		free_names(names, n);
+		return 0;
+	}
+	if (resolver)
+		resolver_stop(resolver); /* wakes and joins: bounded */
+	resolver = NULL;
+	free_names(dns_names, n_dns_names);
+	dns_names = names;
+	n_dns_names = n;
+	if (n == 0)
+		return 0;
+	struct resolver_opts ro = {
+	    .names = (const char *const *)names,
+	    .n_names = n,
+	    .interval_ms = cfg->resolve_interval_ms,
+	    .server = getenv("FERRY_DNS_SERVER"), /* tests: a local DNS server */
+	    .notify = on_resolved,
+	};
+	resolver = resolver_start(&ro, err, len);
+	if (!resolver)
+		return -1;
+	if (!wait)
+		return 0;
+	struct resolve_result *res;
+	if (resolver_wait(resolver, RESOLVE_PASS_MAX_MS + 5000, &res, err, len) < 0)
+		return -1;
+	relay_set_resolved(res);
+	return 0;
+nomem:
+	free_names(names, n);
+	snprintf(err, len, "out of memory");
+	return -1;
+}
+
+/* SIGHUP on worker 0, or new DNS answers: a new generation, or the old one
+ * kept with the reason logged.  The command line's overrides still win. */
+static void reload(bool from_dns)
+{
 	struct relay *rs[n_workers];
 	for (unsigned i = 0; i < n_workers; i++)
 		rs[i] = &workers[i].relay;
-	char err[1024] = "";
-	notify_reloading(); /* systemd: reloading until the next READY=1 */
-	int r = relay_reload(rs, n_workers, opts.config, err, sizeof(err));
-	if (r == -2) {
-		hup_requests = 1; /* the previous one is still being applied */
+	if (relay_reload_busy(rs, n_workers)) {
+		/* the previous one is still being applied: next turn */
+		if (from_dns)
+			dns_rebuild = true;
+		else
+			hup_requests = 1;
 		return;
 	}
+	char err[1024] = "";
+	if (!from_dns)
+		notify_reloading(); /* systemd: reloading until the next READY=1 */
+	struct config *next = build_config(err, sizeof(err));
+	int r = next ? 0 : -1;
+	if (next && !from_dns && dns_setup(next, false, err, sizeof(err)) < 0) {
+		config_free(next);
+		r = -1;
+	}
+	if (r == 0)
+		r = relay_reload(rs, n_workers, next, err, sizeof(err));
 	if (r < 0) {
 		struct logline l;
 		log_begin(&l, LOG_ERROR, "reload_failed");
 		log_str(&l, "error", err);
 		log_str(&l, "msg", "keeping the running configuration");
 		log_end(&l);
-		notify_send("READY=1"); /* still serving, with the old file */
+		if (!from_dns)
+			notify_send("READY=1"); /* still serving, with the old file */
 		return;
 	}
+	if (health_reload(health, workers[0].relay.cur->sh, err, sizeof(err)) < 0)
+		log_msg(LOG_ERROR, "reload", "health checks keep the old configuration: %s", err);
 	const struct config *cfg = workers[0].relay.cfg;
 	log_setup(opts.has_level ? opts.level : cfg->log.level,
 	          opts.has_format ? opts.format : cfg->log.format);
 	wake_workers();
-	notify_send("READY=1");
+	if (!from_dns)
+		notify_send("READY=1");
 }
 
 static void tick(struct engine *e, void *arg)
@@ -390,6 +531,8 @@ static void tick(struct engine *e, void *arg)
 	struct relay *r = &w->relay;
 	if (stop_requests && !r->shutting_down) {
 		fanout_group_shutdown(&w->fanouts);
+		if (w->id == 0)
+			health_stop(health);
 		relay_shutdown(r);
 		/* The signal reached worker 0; wake the others to see it. */
 		if (w->id == 0) {
@@ -399,12 +542,31 @@ static void tick(struct engine *e, void *arg)
 	}
 	if (hup_requests && w->id == 0 && !r->shutting_down) {
 		hup_requests = 0;
-		reload();
+		reload(false);
+	}
+	if (w->id == 0 && !r->shutting_down && atomic_exchange(&dns_news, 0)) {
+		struct resolve_result *res = NULL;
+		if (resolver && resolver_take(resolver, &res) == 1) {
+			relay_set_resolved(res);
+			dns_rebuild = true;
+		}
+	}
+	if (w->id == 0 && !r->shutting_down && dns_rebuild) {
+		dns_rebuild = false;
+		log_msg(LOG_INFO, "resolve", "addresses of backend host names changed: rebuilding");
+		reload(true);
 	}
 	if (!r->shutting_down)
 		relay_apply_pending(r);
 	else
 		relay_maybe_stop(r); /* fan-out connections end in their own time */
+}
+
+/* Worker 0's work besides sessions that a shutdown waits for. */
+static unsigned worker0_busy(void *arg)
+{
+	struct worker *w = arg;
+	return fanout_group_busy(&w->fanouts) + health_busy(health);
 }
 
 /* Blocks the signals ferry handles; they are delivered only while worker 0
@@ -548,6 +710,9 @@ int main(int argc, char **argv)
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		n_workers = n > 0 ? (unsigned)n : 1;
 	}
+	main_thread = pthread_self();
+	if (dns_setup(cfg, true, err, sizeof(err)) < 0)
+		fail("%s", err);
 	struct relay_shared *shared;
 	if (relay_shared_create(cfg, &shared, err, sizeof(err)) < 0)
 		fail("%s", err);
@@ -559,14 +724,16 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < n_workers; i++) {
 		struct worker *w = &workers[i];
 		w->id = i;
-		uint32_t nbufs = relay_pool_buffers(cfg) + (i == 0 ? fo.buffers : 0);
+		uint32_t nbufs =
+		    relay_pool_buffers(cfg) + (i == 0 ? fo.buffers + health_buffers(cfg) : 0);
 		if (pool_init(&w->pool, nbufs, cfg->buffer_size) < 0)
 			fail("cannot allocate %u buffers of %llu bytes: lower max_connections or "
 			     "buffer_size",
 			     nbufs, (unsigned long long)cfg->buffer_size);
-		int r = engine_init(&w->eng, vt, &w->pool,
-		                    relay_max_sockets(cfg) + (i == 0 ? fo.sockets : 0),
-		                    relay_max_timers(cfg) + (i == 0 ? fo.timers : 0));
+		int r = engine_init(
+		    &w->eng, vt, &w->pool,
+		    relay_max_sockets(cfg) + (i == 0 ? fo.sockets + health_sockets(cfg) : 0),
+		    relay_max_timers(cfg) + (i == 0 ? fo.timers + health_timers(cfg) : 0));
 		if (r < 0)
 			fail("engine %s cannot start: %s", vt->name, strerror(-r));
 		if (pipes_init(&w->pipes, pipes_per_worker(n_workers), PIPE_SIZE) < 0)
@@ -580,8 +747,10 @@ int main(int argc, char **argv)
 		if (i == 0) {
 			if (fanout_group_init(&w->fanouts, cfg, &w->eng, err, sizeof(err)) < 0)
 				fail("%s", err);
-			w->relay.busy = fanout_group_busy;
-			w->relay.busy_arg = &w->fanouts;
+			if (health_init(&health, shared, &w->eng, err, sizeof(err)) < 0)
+				fail("%s", err);
+			w->relay.busy = worker0_busy;
+			w->relay.busy_arg = w;
 		}
 		w->eng.tick = tick;
 		w->eng.tick_arg = w;
@@ -622,10 +791,16 @@ int main(int argc, char **argv)
 		fanout_group_fini(&workers[i].fanouts);
 		relay_fini(&workers[i].relay);
 		engine_fini(&workers[i].eng);
+		if (i == 0)
+			health_fini(health);
 		pipes_fini(&workers[i].pipes);
 		pool_fini(&workers[i].pool);
 	}
 	free(workers);
 	relay_shared_drop_current(); /* frees the config too */
+	if (resolver)
+		resolver_stop(resolver);
+	free_names(dns_names, n_dns_names);
+	relay_set_resolved(NULL);
 	return EXIT_SUCCESS;
 }

@@ -1443,18 +1443,10 @@ static int unsupported_addrs(struct loader *ld, const struct cfg_addr *a, size_t
 
 static int reject_unsupported_service(struct loader *ld, struct cfg_service *s)
 {
-	if (s->health.enabled)
-		return fail_field(ld, &s->health.enabled, s, "health_check",
-		                  "active health checks not supported yet");
 
 	if (unsupported_addrs(ld, s->listen, s->n_listen) < 0)
 		return -1;
-	for (size_t i = 0; i < s->n_backends; i++)
-		if (unsupported_addrs(ld, &s->backends[i].addr, 1) < 0)
-			return -1;
-	for (size_t i = 0; i < s->n_mirrors; i++)
-		if (unsupported_addrs(ld, &s->mirrors[i].addr, 1) < 0)
-			return -1;
+	/* Backends and mirrors may be host names: resolved at run time. */
 	if (unsupported_addrs(ld, s->inputs.listen, s->inputs.n_listen) < 0 ||
 	    unsupported_addrs(ld, s->inputs.connect, s->inputs.n_connect) < 0 ||
 	    unsupported_addrs(ld, s->outputs.listen, s->outputs.n_listen) < 0 ||

@@ -30,6 +30,8 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/resolve.h"
+#include "relay/health.h"
 #include "relay/proxyproto.h"
 
 enum side { SIDE_CLIENT = 0, SIDE_BACKEND = 1 };
@@ -601,6 +603,7 @@ static void connect_failed(struct session *s, const char *why)
 	struct relay *r = relay_of(s);
 	struct backend_rt *b = s->svc->backends[s->backend];
 	atomic_fetch_add_explicit(&b->connect_failures, 1, memory_order_relaxed);
+	health_passive(b, &s->svc->cfg->health, false);
 	log_connect_error(s, why);
 	engine_close(r->eng, s->es[SIDE_BACKEND], false);
 	s->es[SIDE_BACKEND] = NULL;
@@ -625,6 +628,7 @@ static void on_connected(void *owner, int tag, int err)
 		connect_failed(s, strerror(-err));
 		return;
 	}
+	health_passive(s->svc->backends[s->backend], &s->svc->cfg->health, true);
 	if (s->svc->cfg->proxy_protocol != PP_NONE) {
 		struct buf *hb = pp_header(s);
 		if (!hb) {
@@ -1520,6 +1524,73 @@ static struct mirror_rt *mirror_get(const struct shared_service *ps, const struc
 	return m;
 }
 
+/* Host names: the latest addresses, owned by worker 0 (the only thread
+ * that builds generations). */
+static struct resolve_result *g_resolved;
+
+void relay_set_resolved(struct resolve_result *res)
+{
+	resolve_result_free(g_resolved);
+	g_resolved = res;
+}
+
+/* Splits "name:port" (a host name as written) into its parts. */
+static int split_name(const char *text, char *host, size_t hostlen, unsigned *port)
+{
+	const char *colon = strrchr(text, ':');
+	if (!colon || (size_t)(colon - text) >= hostlen || colon == text)
+		return -1;
+	char *end;
+	unsigned long p = strtoul(colon + 1, &end, 10);
+	if (*end || p == 0 || p > 65535)
+		return -1;
+	memcpy(host, text, (size_t)(colon - text));
+	host[colon - text] = '\0';
+	*port = (unsigned)p;
+	return 0;
+}
+
+/* The addresses a written address stands for: itself, or every address
+ * its host name resolved to (none before the first answer). */
+static size_t expand_addr(const struct cfg_addr *a, struct cfg_addr *out, size_t max,
+                          char (*texts)[RESOLVE_NAME_MAX + 80])
+{
+	if (a->salen) {
+		if (max)
+			out[0] = *a;
+		return 1;
+	}
+	char host[RESOLVE_NAME_MAX + 1];
+	unsigned port;
+	if (split_name(a->text, host, sizeof(host), &port) < 0 || !g_resolved)
+		return 0;
+	const struct resolve_entry *e = resolve_result_find(g_resolved, host);
+	if (!e)
+		return 0;
+	size_t n = 0;
+	for (size_t k = 0; k < e->n_addrs && n < max; k++, n++) {
+		struct cfg_addr *o = &out[n];
+		memset(o, 0, sizeof(*o));
+		o->sa = e->addrs[k];
+		if (o->sa.ss_family == AF_INET) {
+			((struct sockaddr_in *)&o->sa)->sin_port = htons((uint16_t)port);
+			o->salen = sizeof(struct sockaddr_in);
+		} else {
+			((struct sockaddr_in6 *)&o->sa)->sin6_port = htons((uint16_t)port);
+			o->salen = sizeof(struct sockaddr_in6);
+		}
+		/* Each resolved address is its own backend: "name:port@address". */
+		char ip[ADDR_STRLEN];
+		addr_format((struct sockaddr *)&o->sa, ip, sizeof(ip));
+		char *c = strrchr(ip, ':');
+		if (c)
+			*c = '\0';
+		snprintf(texts[n], sizeof(texts[n]), "%s@%s", a->text, ip);
+		o->text = texts[n];
+	}
+	return n;
+}
+
 /* Builds a generation from cfg (taking it over), carrying the state of
  * services, backends and mirrors that prev has too.  NULL on OOM (cfg is
  * freed then). */
@@ -1553,24 +1624,54 @@ static struct relay_shared *shared_build(struct config *cfg, const struct relay_
 			if (!ss->st->name)
 				goto nomem;
 		}
-		size_t n = c->n_backends;
+		size_t n = 0;
+		for (size_t j = 0; j < c->n_backends; j++) {
+			const struct cfg_addr *a = &c->backends[j].addr;
+			const struct resolve_entry *e = NULL;
+			char host[RESOLVE_NAME_MAX + 1];
+			unsigned port;
+			if (a->salen)
+				n++;
+			else if (g_resolved &&
+			         split_name(a->text, host, sizeof(host), &port) == 0 &&
+			         (e = resolve_result_find(g_resolved, host)))
+				n += e->n_addrs;
+		}
 		ss->backends = calloc(n ? n : 1, sizeof(*ss->backends));
 		ss->lbp = calloc(n ? n : 1, sizeof(*ss->lbp));
 		ss->mirrors = calloc(c->n_mirrors ? c->n_mirrors : 1, sizeof(*ss->mirrors));
 		if (!ss->backends || !ss->lbp || !ss->mirrors)
 			goto nomem;
-		for (size_t j = 0; j < n; j++) {
-			ss->backends[j] = backend_get(ps, &c->backends[j]);
-			if (!ss->backends[j])
-				goto nomem;
-			ss->n_backends = j + 1;
-			ss->lbp[j] = &ss->backends[j]->lb;
+		for (size_t j = 0; j < c->n_backends; j++) {
+			struct cfg_addr addrs[RESOLVE_MAX_ADDRS];
+			char texts[RESOLVE_MAX_ADDRS][RESOLVE_NAME_MAX + 80];
+			size_t m =
+			    expand_addr(&c->backends[j].addr, addrs, RESOLVE_MAX_ADDRS, texts);
+			for (size_t k = 0; k < m && ss->n_backends < n; k++) {
+				struct cfg_backend one = c->backends[j];
+				one.addr = addrs[k];
+				struct backend_rt *b = backend_get(ps, &one);
+				if (!b)
+					goto nomem;
+				ss->backends[ss->n_backends] = b;
+				ss->lbp[ss->n_backends] = &b->lb;
+				ss->n_backends++;
+			}
 		}
 		for (size_t j = 0; j < c->n_mirrors; j++) {
-			ss->mirrors[j] = mirror_get(ps, &c->mirrors[j]);
-			if (!ss->mirrors[j])
+			struct cfg_addr addrs[1];
+			char texts[1][RESOLVE_NAME_MAX + 80];
+			struct cfg_mirror one = c->mirrors[j];
+			if (!c->mirrors[j].addr.salen) {
+				/* a mirror that is a name: its first address */
+				if (!expand_addr(&c->mirrors[j].addr, addrs, 1, texts))
+					continue;
+				one.addr = addrs[0];
+			}
+			ss->mirrors[ss->n_mirrors] = mirror_get(ps, &one);
+			if (!ss->mirrors[ss->n_mirrors])
 				goto nomem;
-			ss->n_mirrors = j + 1;
+			ss->n_mirrors++;
 		}
 	}
 	return sh;
@@ -1887,14 +1988,20 @@ static void keep_start_up_values(struct config *next, const struct config *now)
 	next->engine = now->engine;
 }
 
-int relay_reload(struct relay **workers, unsigned n, const char *path, char *err, size_t len)
+bool relay_reload_busy(struct relay **workers, unsigned n)
 {
 	for (unsigned w = 0; w < n; w++)
 		if (atomic_load(&workers[w]->pending))
-			return -2;
-	struct config *cfg;
-	if (config_load_file(path, &cfg, err, len) < 0)
-		return -1;
+			return true;
+	return false;
+}
+
+int relay_reload(struct relay **workers, unsigned n, struct config *cfg, char *err, size_t len)
+{
+	if (relay_reload_busy(workers, n)) {
+		config_free(cfg);
+		return -2;
+	}
 	struct relay *r0 = workers[0];
 	keep_start_up_values(cfg, r0->cfg);
 	if (mirror_slots(cfg) > r0->n_mslab ||

@@ -206,13 +206,20 @@ int relay_init(struct relay *r, struct relay_shared *sh, struct engine *eng, uns
  * Returns 0, or -1 with a message naming the address in err. */
 int relay_listen(struct relay *r, char *err, size_t len);
 
-/* SIGHUP, on worker 0: loads `path`, builds a new generation and binds the
- * listeners it adds for every worker.  On success each worker's `pending`
- * is set (worker 0 applies its own at once; the caller wakes the others)
- * and 0 is returned; on failure nothing changes and -1 comes back with the
- * reason in err.  -EBUSY (returned as -2) when a previous reload is still
- * being applied. */
-int relay_reload(struct relay **workers, unsigned n, const char *path, char *err, size_t len);
+/* SIGHUP (or new DNS answers), on worker 0: builds a new generation from
+ * cfg (taken over in every case) and binds the listeners it adds for every
+ * worker.  On success each worker's `pending` is set (worker 0 applies its
+ * own at once; the caller wakes the others) and 0 is returned; on failure
+ * nothing changes and -1 comes back with the reason in err; -2 when a
+ * previous reload is still being applied (see relay_reload_busy). */
+int relay_reload(struct relay **workers, unsigned n, struct config *cfg, char *err, size_t len);
+bool relay_reload_busy(struct relay **workers, unsigned n);
+
+/* Worker 0: the latest addresses of the host names in backend and mirror
+ * addresses (taken over; NULL: none).  The next generation built uses
+ * them: every address of a name is a backend "name:port@address". */
+struct resolve_result;
+void relay_set_resolved(struct resolve_result *res);
 
 /* In each worker's loop: switches to a pending generation, if any. */
 void relay_apply_pending(struct relay *r);

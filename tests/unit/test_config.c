@@ -370,6 +370,19 @@ static void test_admin_listen(void **state)
 	config_free(cfg);
 }
 
+static void test_host_name_backends(void **state)
+{
+	(void)state;
+	struct config *cfg = load_ok("services:\n  - name: web\n    listen: [\"127.0.0.1:8080\"]\n"
+	                             "    backends:\n      - address: app.internal:9001\n"
+	                             "    mirrors:\n      - address: shadow.internal:9100\n");
+	const struct cfg_service *s = &cfg->services[0];
+	assert_string_equal(s->backends[0].addr.text, "app.internal:9001");
+	assert_int_equal(s->backends[0].addr.salen, 0); /* resolved at run time */
+	assert_string_equal(s->mirrors[0].addr.text, "shadow.internal:9100");
+	config_free(cfg);
+}
+
 static void test_load_twice_independent(void **state)
 {
 	struct config *a = load_ok(BASE);
@@ -705,24 +718,6 @@ static const struct err_case err_cases[] = {
      "ferry.yaml:1:8: group: dropping privileges not supported yet"},
     {"admin_host_name", "admin:\n  listen: admin.example:9901\n" BASE,
      "ferry.yaml:2:11: admin.listen: host names are not supported yet"},
-    {"unsupported_health_check",
-     BASE "    health_check:\n"
-          "      interval: 5s\n"
-          "      timeout: 500ms\n"
-          "      rise: 1\n"
-          "      fall: 1\n"
-          "      send: 'PING\\r\\n\\x00\\\\'\n"
-          "      expect: \"+PONG\\r\\n\"\n",
-     "ferry.yaml:7:7: services[0].health_check: active health checks not supported yet"},
-    {"unsupported_health_check_empty", BASE "    health_check: {}\n",
-     "ferry.yaml:6:19: services[0].health_check: active health checks not supported yet"},
-    {"unsupported_mirror_hostname",
-     BASE "    mirrors:\n      - address: mirror.example:9100\n",
-     "ferry.yaml:7:18: services[0].mirrors[0].address: host names are not supported yet"},
-    {"unsupported_backend_host_name",
-     "services:\n  - name: web\n    listen: [\"127.0.0.1:8080\"]\n    backends:\n"
-     "      - address: app.internal:9001\n",
-     "ferry.yaml:5:18: services[0].backends[0].address: host names are not supported yet"},
     {"unsupported_listen_host_name",
      "services:\n  - name: web\n    listen: [\"localhost:8080\"]\n    backends:\n"
      "      - address: 127.0.0.1:9001\n",
@@ -853,22 +848,6 @@ static const struct cli_case cli_cases[] = {
      {NULL},
      0,
      "--backend \"127.0.0.1:9001\": duplicate backend address \"127.0.0.1:9001\""},
-    {"cli_backend_host_name",
-     {":8080"},
-     1,
-     {"localhost:9001"},
-     1,
-     {NULL},
-     0,
-     "--backend \"localhost:9001\": host names are not supported yet"},
-    {"cli_mirror",
-     {":8080"},
-     1,
-     {"127.0.0.1:9001"},
-     1,
-     {"localhost:9100"},
-     1,
-     "--mirror \"localhost:9100\": host names are not supported yet"},
     {"cli_bad_mirror",
      {":8080"},
      1,
@@ -954,6 +933,7 @@ int main(void)
 	    cmocka_unit_test(test_mirrors_values),
 	    cmocka_unit_test(test_fanout_values),
 	    cmocka_unit_test(test_admin_listen),
+	    cmocka_unit_test(test_host_name_backends),
 	    cmocka_unit_test(test_load_twice_independent),
 	    cmocka_unit_test(test_message_truncated_safely),
 	    cmocka_unit_test(test_errno_preserved),

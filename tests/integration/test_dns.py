@@ -1,0 +1,137 @@
+"""Host names in backend addresses (SPEC section 2): resolved without blocking the
+event loop (c-ares in its own thread), every address a name resolves to is a backend,
+re-resolved every resolve_interval, and a name that stops resolving keeps its last
+addresses.  A local DNS server (tests/tools/fakedns.py) answers from a table the test
+changes; ferry is pointed at it with FERRY_DNS_SERVER."""
+
+import socket
+import threading
+
+
+import pytest
+
+from helpers import T, connect, free_port, service, wait_until
+from test_resolve_tool import FakeDNS
+
+
+class Tagger:
+    """A server on HOST:PORT that answers every connection with its tag and
+    keeps it open until the client closes."""
+
+    def __init__(self, host, port, tag):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(64)
+        self.tag = tag
+        self.closed = False
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            c.sendall(self.tag.encode() + b"\n")
+            while c.recv(4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+
+
+@pytest.fixture
+def dns(tmp_path):
+    fd = FakeDNS(tmp_path)
+    yield fd
+    fd.close()
+
+
+@pytest.fixture
+def taggers():
+    port = free_port()
+    a, b = Tagger("127.0.0.1", port, "a"), Tagger("127.0.0.2", port, "b")
+    yield port, a, b
+    a.close()
+    b.close()
+
+
+def tag_of(addr):
+    with connect(addr, timeout=T(10)) as c:
+        data = b""
+        while not data.endswith(b"\n"):
+            d = c.recv(16)
+            if not d:
+                break
+            data += d
+        return data.decode().strip()
+
+
+def start(ferry, dns, port, balance="round_robin", interval="200ms"):
+    cfg = {"resolve_interval": interval,
+           "services": [service([f"app.test:{port}"], balance=balance)]}
+    return ferry(config=cfg, env={"FERRY_DNS_SERVER": dns.server})
+
+
+def test_every_address_is_a_backend(ferry, dns, taggers):
+    port, a, b = taggers
+    dns.set({"app.test": {"A": ["127.0.0.1", "127.0.0.2"]}})
+    f = start(ferry, dns, port)
+    tags = [tag_of(f.addr()) for _ in range(6)]
+    assert sorted(set(tags)) == ["a", "b"], tags
+    lines = f.wait_access(6)
+    assert {x["backend"] for x in lines} == {f"app.test:{port}@127.0.0.1",
+                                            f"app.test:{port}@127.0.0.2"}
+
+
+def test_reresolution_moves_new_connections(ferry, dns, taggers):
+    port, a, b = taggers
+    dns.set({"app.test": {"A": ["127.0.0.1"]}})
+    f = start(ferry, dns, port)
+    assert tag_of(f.addr()) == "a"
+    live = connect(f.addr(), timeout=T(10))
+    assert live.recv(2) == b"a\n"
+    dns.set({"app.test": {"A": ["127.0.0.2"]}})
+    assert wait_until(lambda: tag_of(f.addr()) == "b", T(10), "the new address in use")
+    assert all(tag_of(f.addr()) == "b" for _ in range(4))
+    # The connection to the old address lives on.
+    live.sendall(b"x")
+    live.shutdown(socket.SHUT_WR)
+    live.settimeout(T(10))
+    assert live.recv(1) == b""
+    live.close()
+    f.wait_event("resolve_changed")
+
+
+def test_name_that_stops_resolving_keeps_addresses(ferry, dns, taggers):
+    port, a, b = taggers
+    dns.set({"app.test": {"A": ["127.0.0.1"]}})
+    f = start(ferry, dns, port)
+    dns.set({})
+    (line,) = f.wait_event("resolve_failed", timeout=T(10))
+    assert line["host"] == "app.test"
+    assert all(tag_of(f.addr()) == "a" for _ in range(3))
+
+
+def test_unknown_name_at_start_is_an_error(tmp_path, dns):
+    dns.set({})
+    cfg = tmp_path / "f.yaml"
+    cfg.write_text(f"services:\n  - name: web\n    listen: [\"127.0.0.1:{free_port()}\"]\n"
+                   f"    backends: [{{address: \"nope.test:80\"}}]\n")
+    import os
+    import subprocess
+    from helpers import FERRY_BIN
+    r = subprocess.run([FERRY_BIN, "-c", str(cfg)], capture_output=True, text=True,
+                       timeout=T(30), env=dict(os.environ, FERRY_DNS_SERVER=dns.server))
+    assert r.returncode == 1, r.stderr
+    assert "nope.test" in r.stderr, r.stderr
