@@ -1178,6 +1178,44 @@ static void free_all(struct fanout *f)
 	free(f);
 }
 
+/* The fan-out services running, for the admin endpoint's thread: it reads
+ * their counters by service name (relaxed atomics).  A service is listed
+ * from a successful fanout_init() to fanout_fini(), which runs after the
+ * admin endpoint has stopped. */
+#define FANOUT_REGISTRY_MAX 256
+static struct fanout *_Atomic registry[FANOUT_REGISTRY_MAX];
+
+static void registry_add(struct fanout *f)
+{
+	for (size_t i = 0; i < FANOUT_REGISTRY_MAX; i++) {
+		struct fanout *none = NULL;
+		if (atomic_compare_exchange_strong(&registry[i], &none, f))
+			return;
+	}
+}
+
+static void registry_remove(struct fanout *f)
+{
+	for (size_t i = 0; i < FANOUT_REGISTRY_MAX; i++) {
+		struct fanout *cur = f;
+		if (atomic_compare_exchange_strong(&registry[i], &cur, NULL))
+			return;
+	}
+}
+
+bool fanout_stats_by_name(const char *name, struct fanout_stats *out)
+{
+	for (size_t i = 0; i < FANOUT_REGISTRY_MAX; i++) {
+		struct fanout *f = atomic_load(&registry[i]);
+		if (f && strcmp(fanout_name(f), name) == 0) {
+			fanout_stats(f, out);
+			return true;
+		}
+	}
+	memset(out, 0, sizeof(*out));
+	return false;
+}
+
 int fanout_init(struct fanout **out, const struct config *cfg, const struct cfg_service *svc,
                 struct engine *eng, char *err, size_t len)
 {
@@ -1217,6 +1255,7 @@ int fanout_init(struct fanout **out, const struct config *cfg, const struct cfg_
 	}
 	for (size_t i = 0; i < f->n_ds; i++)
 		dial(&f->ds[i]);
+	registry_add(f);
 	*out = f;
 	return 0;
 }
@@ -1291,6 +1330,7 @@ void fanout_fini(struct fanout *f)
 {
 	if (!f)
 		return;
+	registry_remove(f);
 	engine_timer_cancel(f->eng, &f->retry);
 	engine_timer_cancel(f->eng, &f->shutdown_timer);
 	for (size_t i = 0; i < f->n_ls; i++)

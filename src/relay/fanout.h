@@ -20,6 +20,7 @@
 #define FERRY_RELAY_FANOUT_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "config/config.h"
@@ -65,6 +66,10 @@ unsigned fanout_active(const struct fanout *f);
 /* A copy of the counters; they are written by worker 0 only, with relaxed
  * atomics, so another thread may call this. */
 void fanout_stats(const struct fanout *f, struct fanout_stats *out);
+
+/* From any thread: the counters of the running fan-out service `name`
+ * (zeros and false when there is none). */
+bool fanout_stats_by_name(const char *name, struct fanout_stats *out);
 const char *fanout_name(const struct fanout *f);
 
 /* Frees the service (after the loop stopped).  Gives back every buffer. */

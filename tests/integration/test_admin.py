@@ -388,3 +388,33 @@ def test_admin_port_busy_fails_start(ferry, servers):
         msg = str(exc.value)
         assert f"127.0.0.1:{port}" in msg and "in use" in msg.lower(), msg
         assert f.rc == 1
+
+
+def metric(series, name, **labels):
+    return series.get((name, frozenset(labels.items())))
+
+
+def test_fanout_metrics_and_status(ferry):
+    """A running fan-out service's gauges and counters reach /metrics and /status."""
+    p_in, p_out = free_port(), free_port()
+    feed = {"name": "feed", "mode": "fanout", "framing": "line",
+            "inputs": {"listen": [f"127.0.0.1:{p_in}"]},
+            "outputs": {"listen": [f"127.0.0.1:{p_out}"], "on_lag": "drop"}}
+    f, admin = start(ferry, [feed])
+    outs = [connect(("127.0.0.1", p_out)) for _ in range(2)]
+    inp = connect(("127.0.0.1", p_in))
+
+    def counts():
+        svc = admin.status()["services"][0]
+        return svc["inputs"], svc["outputs"]
+
+    assert wait_until(lambda: counts() == (1, 2), T(5), "one input and two outputs")
+    inp.sendall(b"hello\n")
+    for o in outs:
+        assert recv_exact(o, 6) == b"hello\n"
+    series = parse_metrics(admin.metrics())
+    assert metric(series, "ferry_fanout_outputs", service="feed") == 2
+    assert metric(series, "ferry_fanout_dropped_records_total", service="feed") == 0
+    assert metric(series, "ferry_fanout_disconnects_total", service="feed") == 0
+    for s in outs + [inp]:
+        s.close()

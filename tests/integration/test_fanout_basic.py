@@ -426,8 +426,8 @@ def test_drop_never_splits_or_drops_a_large_record_for_a_fast_output(ferry):
     recs = [bytes([97 + k]) * 40000 + b"\n" for k in range(5)]
     with connect(hostport(pi)) as inp:
         for r in recs:
-            inp.sendall(r)
             n = len(out.data)
+            inp.sendall(r)
             wait_until(lambda: len(out.data) >= n + len(r), T(5), "the large record")
     assert bytes(out.data) == b"".join(recs)
 
