@@ -21,6 +21,7 @@
 #include "config/config.h"
 #include "core/log.h"
 #include "core/notify.h"
+#include "core/privdrop.h"
 #include "core/resolve.h"
 #include "engine/engine.h"
 #include "relay/fanout.h"
@@ -59,6 +60,7 @@ static const char usage_text[] =
     "  --log-level LEVEL               debug | info | warn | error\n"
     "  --log-format FORMAT             text | json\n"
     "  --admin ADDR                    admin HTTP endpoint\n"
+    "  --require-unprivileged          refuse to run as root (set user: in the file)\n"
     "\n"
     "exit status: 0 after shutdown or a good check, 1 invalid configuration or failed\n"
     "start, 2 usage error.  Signals: SIGINT/SIGTERM graceful stop (a second one exits\n"
@@ -117,6 +119,7 @@ struct cli {
 	enum log_level level;
 	enum log_format format;
 	const char *admin;
+	bool require_unprivileged;
 };
 
 enum {
@@ -129,6 +132,7 @@ enum {
 	OPT_LOG_LEVEL,
 	OPT_LOG_FORMAT,
 	OPT_ADMIN,
+	OPT_REQUIRE_UNPRIVILEGED,
 };
 
 static const struct option long_opts[] = {
@@ -145,6 +149,7 @@ static const struct option long_opts[] = {
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
     {"admin", required_argument, NULL, OPT_ADMIN},
+    {"require-unprivileged", no_argument, NULL, OPT_REQUIRE_UNPRIVILEGED},
     {NULL, 0, NULL, 0},
 };
 
@@ -243,6 +248,9 @@ static void parse_cli(int argc, char **argv, struct cli *o)
 			o->admin = optarg;
 			break;
 		}
+		case OPT_REQUIRE_UNPRIVILEGED:
+			o->require_unprivileged = true;
+			break;
 		case ':':
 			if (optopt)
 				usage_error("option -%c needs a value", optopt);
@@ -517,6 +525,7 @@ static void reload(bool from_dns)
 	if (health_reload(health, workers[0].relay.cur->sh, err, sizeof(err)) < 0)
 		log_msg(LOG_ERROR, "reload", "health checks keep the old configuration: %s", err);
 	const struct config *cfg = workers[0].relay.cfg;
+	privdrop_reload_check(cfg->user, cfg->group);
 	log_setup(opts.has_level ? opts.level : cfg->log.level,
 	          opts.has_format ? opts.format : cfg->log.format);
 	wake_workers();
@@ -698,6 +707,8 @@ int main(int argc, char **argv)
 		config_free(cfg);
 		return EXIT_SUCCESS;
 	}
+	if (privdrop_prepare(cfg->user, cfg->group, o.require_unprivileged, err, sizeof(err)) < 0)
+		fail("%s", err);
 
 	log_setup(cfg->log.level, cfg->log.format);
 	const struct engine_vt *vt = choose_engine(cfg);
@@ -760,6 +771,9 @@ int main(int argc, char **argv)
 	if (cfg->admin.enabled &&
 	    admin_start(&admin, (struct sockaddr *)&cfg->admin.listen.sa, cfg->admin.listen.salen,
 	                shared, err, sizeof(err)) < 0)
+		fail("%s", err);
+	/* Every listener and the admin socket are bound: root is no longer needed. */
+	if (privdrop_apply(err, sizeof(err)) < 0)
 		fail("%s", err);
 
 	struct logline l;

@@ -26,6 +26,7 @@
 #include <yaml.h>
 
 #include "config/config.h"
+#include "core/privdrop.h"
 
 /* ------------------------------------------------------------------------
  * Enumerations and their names
@@ -1401,6 +1402,22 @@ static int check_listen_unique(struct loader *ld)
 	return rc;
 }
 
+/* user and group must exist when the file is loaded, so that `ferry -t`
+ * (and a reload) reports a typo at its line rather than at the drop. */
+static int check_user_group(struct loader *ld)
+{
+	struct config *cfg = ld->cfg;
+	struct privdrop_ids ids;
+	bool in_group;
+	char msg[512];
+
+	if (privdrop_resolve(cfg->user, cfg->group, &ids, &in_group, msg, sizeof(msg)) == 0)
+		return 0;
+	if (in_group)
+		return fail_field(ld, &cfg->group, NULL, "group", "%s", msg);
+	return fail_field(ld, &cfg->user, NULL, "user", "%s", msg);
+}
+
 static int validate(struct loader *ld)
 {
 	struct config *cfg = ld->cfg;
@@ -1420,7 +1437,9 @@ static int validate(struct loader *ld)
 		if (check_service(ld, s) < 0)
 			return -1;
 	}
-	return check_listen_unique(ld);
+	if (check_listen_unique(ld) < 0)
+		return -1;
+	return check_user_group(ld);
 }
 
 /* ========================================================================
@@ -1459,12 +1478,6 @@ static int reject_unsupported(struct loader *ld)
 {
 	struct config *cfg = ld->cfg;
 
-	if (cfg->user[0])
-		return fail_field(ld, &cfg->user, NULL, "user",
-		                  "dropping privileges not supported yet");
-	if (cfg->group[0])
-		return fail_field(ld, &cfg->group, NULL, "group",
-		                  "dropping privileges not supported yet");
 	if (cfg->admin.enabled && unsupported_addrs(ld, &cfg->admin.listen, 1) < 0)
 		return -1;
 	for (size_t i = 0; i < cfg->n_services; i++)
@@ -1769,7 +1782,8 @@ out:
 
 /* ------------------------------------------------------------------------
  * Reference generator: gcc -DFERRY_CONFIG_DOCGEN -Isrc -D_GNU_SOURCE
- *   src/config/config.c src/config/parse.c -lyaml && ./a.out
+ *   src/config/config.c src/config/parse.c src/core/privdrop.c src/core/log.c
+ *   -lyaml && ./a.out
  * prints the key tables of docs/configuration.md from the tables above.
  */
 #ifdef FERRY_CONFIG_DOCGEN

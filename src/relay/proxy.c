@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/privdrop.h"
 #include "core/resolve.h"
 #include "relay/health.h"
 #include "relay/proxyproto.h"
@@ -1795,8 +1796,8 @@ static int bind_listener(const struct cfg_addr *a, const struct cfg_service *c, 
 			nanosleep(&ts, NULL);
 			continue;
 		}
-		snprintf(err, len, "cannot listen on %s (service %s): bind: %s", a->text, c->name,
-		         strerror(e));
+		snprintf(err, len, "cannot listen on %s (service %s): bind: %s%s", a->text, c->name,
+		         strerror(e), privdrop_bind_hint(e, (const struct sockaddr *)&a->sa));
 		close(fd);
 		return -1;
 	}

@@ -197,7 +197,6 @@ def test_proxy_service_without_backends(tmp_path):
 # --- features of later issues ---------------------------------------------------
 
 NOT_YET = {
-    "user": ("user: nobody\n" + SVC + BACKEND, "user"),
     "listen host name": (SVC.replace("127.0.0.1:8080", "localhost:8080") + BACKEND, "listen"),
 }
 

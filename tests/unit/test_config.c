@@ -370,6 +370,28 @@ static void test_admin_listen(void **state)
 	config_free(cfg);
 }
 
+/* user and group are looked up when the file is loaded; numeric ids
+ * need no database entry (a group then gives the user's group). */
+static void test_user_group(void **state)
+{
+	(void)state;
+	struct config *cfg = load_ok("user: root\ngroup: root\n" BASE);
+	assert_string_equal(cfg->user, "root");
+	assert_string_equal(cfg->group, "root");
+	config_free(cfg);
+	cfg = load_ok("user: nobody\n" BASE);
+	assert_string_equal(cfg->user, "nobody");
+	assert_string_equal(cfg->group, "");
+	config_free(cfg);
+	cfg = load_ok("user: 4000000001\ngroup: 4000000002\n" BASE);
+	assert_string_equal(cfg->user, "4000000001");
+	config_free(cfg);
+	cfg = load_ok("group: root\n" BASE);
+	assert_string_equal(cfg->user, "");
+	assert_string_equal(cfg->group, "root");
+	config_free(cfg);
+}
+
 static void test_host_name_backends(void **state)
 {
 	(void)state;
@@ -711,11 +733,20 @@ static const struct err_case err_cases[] = {
     {"yaml_undefined_alias", "engine: *nope\n" BASE,
      "ferry.yaml:1:9: YAML syntax error: found undefined alias"},
 
+    /* --- user and group must exist (check_user_group) ------------------ */
+    {"unknown_user", "user: ferry-no-such-user\n" BASE,
+     "ferry.yaml:1:7: user: no such user \"ferry-no-such-user\" in the user database"},
+    {"unknown_group", "user: root\ngroup: ferry-no-such-group\n" BASE,
+     "ferry.yaml:2:8: group: no such group \"ferry-no-such-group\" in the group database"},
+    {"unknown_group_alone", "engine: epoll\ngroup: \"ferry-no-such-group\"\n" BASE,
+     "ferry.yaml:2:8: group: no such group \"ferry-no-such-group\" in the group database"},
+    {"numeric_user_needs_group", "user: 4000000001\n" BASE,
+     "ferry.yaml:1:7: user: \"4000000001\" is a numeric id without an entry in the user "
+     "database, so it has no primary group: set group: as well"},
+    {"user_id_out_of_range", "user: 4294967295\ngroup: root\n" BASE,
+     "ferry.yaml:1:7: user: no such user \"4294967295\" in the user database"},
+
     /* --- not supported yet (reject_unsupported) ---------------------- */
-    {"unsupported_user", "user: nobody\n" BASE,
-     "ferry.yaml:1:7: user: dropping privileges not supported yet"},
-    {"unsupported_group", "group: nogroup\n" BASE,
-     "ferry.yaml:1:8: group: dropping privileges not supported yet"},
     {"admin_host_name", "admin:\n  listen: admin.example:9901\n" BASE,
      "ferry.yaml:2:11: admin.listen: host names are not supported yet"},
     {"unsupported_listen_host_name",
@@ -933,6 +964,7 @@ int main(void)
 	    cmocka_unit_test(test_mirrors_values),
 	    cmocka_unit_test(test_fanout_values),
 	    cmocka_unit_test(test_admin_listen),
+	    cmocka_unit_test(test_user_group),
 	    cmocka_unit_test(test_host_name_backends),
 	    cmocka_unit_test(test_load_twice_independent),
 	    cmocka_unit_test(test_message_truncated_safely),
