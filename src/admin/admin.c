@@ -262,6 +262,20 @@ static bool pct_equal(const char *s, size_t n, const char *text)
 	return *text == '\0';
 }
 
+/* True when text is "NAME:PORT@ADDRESS" (a backend resolved from a host
+ * name) and s[0..n), decoded, is its "NAME:PORT" part as written: draining
+ * a name drains every address it resolved to. */
+static bool pct_name_of(const char *s, size_t n, const char *text)
+{
+	size_t i = 0;
+	while (i < n) {
+		if (*text == '\0' || *text == '@' || pct_next(s, &i) != *text)
+			return false;
+		text++;
+	}
+	return *text == '@';
+}
+
 /* Decodes s[0..n) into dst (capacity cap >= 4), cut with "..." when longer:
  * for echoing in error messages only. */
 static void pct_decode_short(const char *s, size_t n, char *dst, size_t cap)
@@ -642,7 +656,8 @@ static void route_backend(struct relay_shared *sh, const char *name, size_t name
 	struct backend_rt *found = NULL;
 	for (size_t b = 0; b < ss->n_backends; b++) {
 		struct backend_rt *rt = ss->backends[b];
-		if (!pct_equal(addr, addr_len, rt->cfg->addr.text))
+		if (!pct_equal(addr, addr_len, rt->cfg->addr.text) &&
+		    !pct_name_of(addr, addr_len, rt->cfg->addr.text))
 			continue;
 		atomic_store(&rt->lb.drained, drain);
 		if (!found)

@@ -1465,6 +1465,9 @@ static int reject_unsupported_service(struct loader *ld, struct cfg_service *s)
 
 	if (unsupported_addrs(ld, s->listen, s->n_listen) < 0)
 		return -1;
+	if (s->mode == MODE_FANOUT && s->accept_proxy_protocol)
+		return fail_field(ld, &s->accept_proxy_protocol, s, "accept_proxy_protocol",
+		                  "accepting PROXY headers in a fan-out service is not supported yet");
 	/* Backends and mirrors may be host names: resolved at run time. */
 	if (unsupported_addrs(ld, s->inputs.listen, s->inputs.n_listen) < 0 ||
 	    unsupported_addrs(ld, s->inputs.connect, s->inputs.n_connect) < 0 ||

@@ -955,10 +955,19 @@ static void on_mirror_timer(struct timer *t)
 	timer_set(&mc->r->eng->timers, &mc->timer, mc->last_active + limit, on_mirror_timer);
 }
 
+static void on_mirror_connect_timeout(struct timer *t)
+{
+	struct mconn *mc = container_of(t, struct mconn, timer);
+	if (mc->state == M_CONNECTING)
+		mirror_fail(mc, "connect timeout");
+}
+
 static void on_mirror_connected(void *owner, int tag, int err)
 {
 	struct mconn *mc = owner;
 	(void)tag;
+	if (mc->s) /* attached: the timer was the connect timeout */
+		timer_cancel(&mc->r->eng->timers, &mc->timer);
 	if (err) {
 		mirror_fail(mc, strerror(-err));
 		return;
@@ -1121,6 +1130,9 @@ static void mirror_open(struct session *s, struct mirror_rt *rt)
 	atomic_fetch_add_explicit(&rt->active, 1, memory_order_relaxed);
 	set_nodelay(fd);
 	engine_connect(r->eng, es, (const struct sockaddr *)&a->sa, a->salen);
+	/* A mirror that never answers must not hold a blocking client. */
+	timer_set(&r->eng->timers, &mc->timer, r->eng->now + mc->svc->connect_timeout_ms,
+	          on_mirror_connect_timeout);
 }
 
 /* The session ended: its mirrors finish on their own.  A client reset
@@ -1769,8 +1781,10 @@ static bool same_addr(const struct sockaddr_storage *a, socklen_t alen,
 
 /* Opens, binds and listens on a; a busy port is retried for bind_timeout.
  * Returns the descriptor, or -1 with a message naming the address. */
+/* `wait`: retry a busy port for bind_timeout (at start-up only: during a
+ * reload worker 0's loop must not sleep, so a busy port fails at once). */
 static int bind_listener(const struct cfg_addr *a, const struct cfg_service *c, bool reuseport,
-                         char *err, size_t len)
+                         bool wait, char *err, size_t len)
 {
 	int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1) {
@@ -1788,7 +1802,7 @@ static int bind_listener(const struct cfg_addr *a, const struct cfg_service *c, 
 		int v6only = a->wildcard ? 0 : 1;
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
 	}
-	uint64_t give_up = clock_now_ms() + c->bind_timeout_ms;
+	uint64_t give_up = clock_now_ms() + (wait ? c->bind_timeout_ms : 0);
 	while (bind(fd, (const struct sockaddr *)&a->sa, a->salen) == -1) {
 		int e = errno;
 		if (e == EADDRINUSE && clock_now_ms() < give_up) {
@@ -1939,7 +1953,7 @@ int relay_listen(struct relay *r, char *err, size_t len)
 		if (!listens_here(c))
 			continue;
 		for (size_t j = 0; j < c->n_listen; j++) {
-			int fd = bind_listener(&c->listen[j], c, r->n_workers > 1, err, len);
+			int fd = bind_listener(&c->listen[j], c, r->n_workers > 1, true, err, len);
 			if (fd < 0)
 				return -1;
 			struct listener_rt *l =
@@ -1983,6 +1997,13 @@ static void keep_start_up_values(struct config *next, const struct config *now)
 		log_msg(LOG_WARN, "reload_warning",
 		        "max_connections and buffer_size need a restart; keeping %u and %llu",
 		        now->max_connections, (unsigned long long)now->buffer_size);
+	for (size_t i = 0; i < next->n_services; i++)
+		if (next->services[i].mode == MODE_FANOUT) {
+			log_msg(LOG_WARN, "reload_warning",
+			        "fan-out services keep their start-up configuration; restart "
+			        "ferry to change them");
+			break;
+		}
 	next->max_connections = now->max_connections;
 	next->buffer_size = now->buffer_size;
 	next->workers = now->workers;
@@ -2039,7 +2060,7 @@ int relay_reload(struct relay **workers, unsigned n, struct config *cfg, char *e
 			for (size_t j = 0; ok && j < c->n_listen; j++, k++) {
 				if (find_listener(workers[w], &c->listen[j]))
 					continue;
-				fds[w][k] = bind_listener(&c->listen[j], c, n > 1, err, len);
+				fds[w][k] = bind_listener(&c->listen[j], c, n > 1, false, err, len);
 				if (fds[w][k] < 0)
 					ok = false;
 			}

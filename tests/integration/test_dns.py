@@ -135,3 +135,31 @@ def test_unknown_name_at_start_is_an_error(tmp_path, dns):
                        timeout=T(30), env=dict(os.environ, FERRY_DNS_SERVER=dns.server))
     assert r.returncode == 1, r.stderr
     assert "nope.test" in r.stderr, r.stderr
+
+
+def test_drain_by_name_drains_every_address(ferry, dns, taggers):
+    """The admin API takes the backend address as written: a host name drains
+    every address it resolved to."""
+    import json
+    import urllib.request
+    port, a, b = taggers
+    dns.set({"app.test": {"A": ["127.0.0.1", "127.0.0.2"]}})
+    admin = f"127.0.0.1:{free_port()}"
+    f = ferry(config={"admin": {"listen": admin},
+                      "services": [service([f"app.test:{port}", a_addr(port)],
+                                           balance="round_robin")]},
+              env={"FERRY_DNS_SERVER": dns.server})
+    req = urllib.request.Request(
+        f"http://{admin}/services/web/backends/app.test%3A{port}/drain", method="POST")
+    with urllib.request.urlopen(req, timeout=T(5)) as r:
+        assert r.status == 200
+    with urllib.request.urlopen(f"http://{admin}/status", timeout=T(5)) as r:
+        backends = json.loads(r.read())["services"][0]["backends"]
+    states = {x["address"]: x["state"] for x in backends}
+    assert states[f"app.test:{port}@127.0.0.1"] == "drain"
+    assert states[f"app.test:{port}@127.0.0.2"] == "drain"
+    assert states[a_addr(port)] == "up"
+
+
+def a_addr(port):
+    return f"127.0.0.1:{port}"

@@ -214,3 +214,24 @@ def test_quick_mode_mirror_flag(ferry, servers):
     assert (got, got_sha) == (len(up), sha(up))
     res = mirror.result()
     assert (res["received"], res["sha256"]) == (len(up), sha(up))
+
+
+def test_blocking_mirror_that_never_connects_releases_client(ferry, servers):
+    """A blocking mirror whose connect hangs (SYNs dropped) gives up after
+    connect_timeout, so it delays the client at most that long."""
+    up = payload(4 * MIB, seed=12)
+    backend = servers.sink()
+    hole = servers.blackhole()
+    f = ferry(config={"services": [mirror_service(
+        backend, [{"address": hole.addr, "on_lag": "block", "max_lag": "64KiB"}],
+        connect_timeout="300ms")]})
+    t0 = time.monotonic()
+    with connect(f.addr(), timeout=T(30)) as c:
+        c.sendall(up)
+        c.shutdown(socket.SHUT_WR)
+        assert c.recv(1) == b""
+    res = backend.result()
+    assert (res["received"], res["sha256"]) == (len(up), sha(up))
+    assert time.monotonic() - t0 < T(10)
+    (err,) = f.wait_event("mirror_error")
+    assert "timeout" in err["error"], err
