@@ -8,6 +8,8 @@
  *   load sink   -l ADDR    accept; read and discard everything
  *   load source -l ADDR    accept; write as fast as each peer reads
  *   load echo   -l ADDR    accept; send back whatever arrives
+ *   load stall  -l ADDR    accept and never read (a mirror that stalls);
+ *                          close a connection once its peer closes or resets
  *
  * Clients (print one line of key=value pairs on stdout, exit 0 on success):
  *   load bulk     -c ADDR -d up|down [-n STREAMS] [-t SECONDS] [-w WARMUP]
@@ -29,6 +31,15 @@
  *   load idle     -c ADDR -n COUNT
  *                 open COUNT connections, one SIZE echo on each, print
  *                 "idle opened=COUNT", hold them until stdin reaches EOF.
+ *   load fanout   -c INPUT_ADDR -o OUTPUT_ADDR [-n OUTPUTS] [-t SECONDS] [-w WARMUP]
+ *                 fan-out through ferry: connect OUTPUTS sinks to OUTPUT_ADDR
+ *                 and one input to INPUT_ADDR, send 1-byte probes until every
+ *                 output has received one (so every output is known to ferry
+ *                 before the measurement starts), then send as fast as the
+ *                 input takes for WARMUP + SECONDS while the outputs read as
+ *                 fast as they can.  Reports the input rate and the rate of
+ *                 the slowest, the mean and the fastest output (bytes each
+ *                 output received after the warm-up / measured time).
  *   load twfill   -n TARGET [-t SECONDS]
  *                 make short local connections (127.0.1.x -> 127.0.0.254) until
  *                 the kernel's TIME_WAIT count (/proc/net/sockstat "tw")
@@ -178,12 +189,15 @@ static int read_full(int fd, char *buf, size_t len)
 
 /* ----------------------------------------------------------------- backends */
 
-enum role { ROLE_SINK, ROLE_SOURCE, ROLE_ECHO };
+enum role { ROLE_SINK, ROLE_SOURCE, ROLE_ECHO, ROLE_STALL };
 
 /*
- * One epoll loop for the three backends (level-triggered, non-blocking).
+ * One epoll loop for the four backends (level-triggered, non-blocking).
  * A descriptor number can be reused by accept4 within one batch of events;
  * a stale event then meets EAGAIN, which every branch ignores.
+ *
+ * The stall backend never asks for EPOLLIN: it waits only for the peer's FIN
+ * (EPOLLRDHUP) or reset (EPOLLERR/EPOLLHUP, always reported) and closes.
  */
 static int serve(enum role role, struct sockaddr_in a)
 {
@@ -211,11 +225,16 @@ static int serve(enum role role, struct sockaddr_in a)
 				int c;
 				while ((c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
 					set_nodelay(c);
-					struct epoll_event ce = {
-					    .events = EPOLLIN | (role == ROLE_SOURCE ? EPOLLOUT : 0u),
-					    .data.fd = c};
+					uint32_t want = role == ROLE_STALL    ? EPOLLRDHUP
+					                : role == ROLE_SOURCE ? EPOLLIN | EPOLLOUT
+					                                      : EPOLLIN;
+					struct epoll_event ce = {.events = want, .data.fd = c};
 					epoll_ctl(ep, EPOLL_CTL_ADD, c, &ce);
 				}
+				continue;
+			}
+			if (role == ROLE_STALL) { /* the peer is gone: nothing was ever read */
+				close(fd);
 				continue;
 			}
 			int dead = 0;
@@ -241,6 +260,7 @@ static int serve(enum role role, struct sockaddr_in a)
 
 struct opts {
 	const char *addr;
+	const char *out_addr; /* fanout: where the outputs connect */
 	const char *dir;
 	const char *src;
 	int n;
@@ -312,6 +332,124 @@ static int cmd_bulk(const struct opts *o)
 	for (int i = 0; i < o->n; i++)
 		close(fds[i]);
 	free(fds);
+	return 0;
+}
+
+/* Fan-out through ferry; see the header comment.  One input, o->n outputs. */
+static int cmd_fanout(const struct opts *o)
+{
+	if (!o->out_addr)
+		die("fanout needs -o OUTPUT_ADDR");
+	struct sockaddr_in ia = parse_addr(o->addr), oa = parse_addr(o->out_addr);
+	int n = o->n;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	int *fds = calloc((size_t)n, sizeof(int));
+	uint64_t *got = calloc((size_t)n, sizeof(uint64_t));     /* bytes per output */
+	uint64_t *got_warm = calloc((size_t)n, sizeof(uint64_t)); /* ... at the warm-up's end */
+	if (!fds || !got || !got_warm)
+		die("out of memory");
+	/* epoll data: output index, or n for the input. */
+	for (int i = 0; i < n; i++) {
+		fds[i] = connect_to(&oa);
+		set_nonblock(fds[i], 1);
+		struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+		epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
+	}
+	int in = connect_to(&ia);
+	set_nonblock(in, 1);
+	struct epoll_event iev = {.events = EPOLLOUT, .data.u32 = (uint32_t)n};
+	struct epoll_event evs[MAX_EVENTS];
+	const char *err = NULL;
+
+	/* Probe: ferry delivers only to outputs connected when bytes arrive,
+	 * so repeat a 1-byte send until every output has seen a byte. */
+	uint64_t probes = 0, deadline = now_ns() + secs_to_ns(5);
+	int ready = 0;
+	while (ready < n && !err) {
+		if (now_ns() > deadline) {
+			err = "not every output received the probe within 5 s";
+			break;
+		}
+		if (send(in, "p", 1, MSG_NOSIGNAL) == 1)
+			probes++;
+		int k = epoll_wait(ep, evs, MAX_EVENTS, 2);
+		for (int i = 0; i < k && !err; i++) {
+			uint32_t x = evs[i].data.u32;
+			ssize_t r = recv(fds[x], iobuf, IO_CHUNK, 0);
+			if (r > 0) {
+				ready += got[x] == 0;
+				got[x] += (uint64_t)r;
+			} else if (r == 0) {
+				err = "ferry closed an output";
+			} else if (errno != EAGAIN && errno != EINTR) {
+				err = strerror(errno);
+			}
+		}
+	}
+	if (err) {
+		printf("fanout outputs=%d ready=%d error=\"%s\"\n", n, ready, err);
+		return 1;
+	}
+	/* The probes are counted in the totals, not in the measured window. */
+	epoll_ctl(ep, EPOLL_CTL_ADD, in, &iev);
+	uint64_t t0 = now_ns(), t_warm = t0 + secs_to_ns(o->warm);
+	uint64_t t_end = t_warm + secs_to_ns(o->secs);
+	uint64_t sent = probes, sent_warm = 0, tw = 0, now = t0;
+	int warmed = 0;
+	while (!err) {
+		int k = epoll_wait(ep, evs, MAX_EVENTS, 100);
+		now = now_ns();
+		if (!warmed && now >= t_warm) {
+			warmed = 1;
+			tw = now;
+			sent_warm = sent;
+			memcpy(got_warm, got, (size_t)n * sizeof(uint64_t));
+		}
+		if (now >= t_end)
+			break;
+		for (int i = 0; i < k && !err; i++) {
+			uint32_t x = evs[i].data.u32;
+			ssize_t r = x == (uint32_t)n ? send(in, iobuf, IO_CHUNK, MSG_NOSIGNAL)
+			                             : recv(fds[x], iobuf, IO_CHUNK, 0);
+			if (r > 0) {
+				if (x == (uint32_t)n)
+					sent += (uint64_t)r;
+				else
+					got[x] += (uint64_t)r;
+			} else if (r == 0) {
+				err = "ferry closed an output";
+			} else if (errno != EAGAIN && errno != EINTR) {
+				err = strerror(errno);
+			}
+		}
+	}
+	if (err) {
+		printf("fanout outputs=%d error=\"%s\"\n", n, err);
+		return 1;
+	}
+	double secs = (double)(now - tw) / 1e9;
+	uint64_t lo = UINT64_MAX, hi = 0, sum = 0, sum_total = 0;
+	for (int i = 0; i < n; i++) {
+		uint64_t d = got[i] - got_warm[i];
+		lo = d < lo ? d : lo;
+		hi = d > hi ? d : hi;
+		sum += d;
+		sum_total += got[i];
+	}
+	printf("fanout outputs=%d seconds=%.3f probes=%llu in_bytes=%llu in_bytes_total=%llu in_GBps=%.4f "
+	       "out_bytes=%llu out_bytes_total=%llu out_min_GBps=%.4f out_mean_GBps=%.4f out_max_GBps=%.4f "
+	       "delivered_GBps=%.4f\n",
+	       n, secs, (unsigned long long)probes, (unsigned long long)(sent - sent_warm),
+	       (unsigned long long)sent, (double)(sent - sent_warm) / secs / 1e9, (unsigned long long)sum,
+	       (unsigned long long)sum_total, (double)lo / secs / 1e9, (double)sum / n / secs / 1e9,
+	       (double)hi / secs / 1e9, (double)sum / secs / 1e9);
+	fflush(stdout);
+	close(in);
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+	free(fds);
+	free(got);
+	free(got_warm);
 	return 0;
 }
 
@@ -607,12 +745,13 @@ static int cmd_twfill(const struct opts *o)
 
 static void usage(void)
 {
-	fputs("usage: load sink|source|echo -l ADDR\n"
+	fputs("usage: load sink|source|echo|stall -l ADDR\n"
 	      "       load bulk -c ADDR -d up|down [-n STREAMS] [-t SECONDS] [-w WARMUP]\n"
 	      "       load rr -c ADDR [-s SIZE] [-t SECONDS] [-w WARMUP]\n"
 	      "       load connrate -c ADDR [-n CONC] [-t SECONDS] [-w WARMUP] [-s SIZE]\n"
 	      "                     [-S FIRST_SOURCE_IP] [-N SOURCES] [-r]\n"
 	      "       load idle -c ADDR -n COUNT\n"
+	      "       load fanout -c INPUT_ADDR -o OUTPUT_ADDR [-n OUTPUTS] [-t SECONDS] [-w WARMUP]\n"
 	      "       load twfill -n TARGET [-t MAX_SECONDS]\n",
 	      stderr);
 	exit(2);
@@ -627,10 +766,11 @@ int main(int argc, char **argv)
 	const char *listen_addr = NULL;
 	int c;
 	optind = 2;
-	while ((c = getopt(argc, argv, "l:c:d:n:t:w:s:S:N:r")) != -1) {
+	while ((c = getopt(argc, argv, "l:c:o:d:n:t:w:s:S:N:r")) != -1) {
 		switch (c) {
 		case 'l': listen_addr = optarg; break;
 		case 'c': o.addr = optarg; break;
+		case 'o': o.out_addr = optarg; break;
 		case 'd': o.dir = optarg; break;
 		case 'n': o.n = atoi(optarg); break;
 		case 't': o.secs = atof(optarg); break;
@@ -648,11 +788,16 @@ int main(int argc, char **argv)
 	raise_nofile();
 	memset(iobuf, 'b', sizeof(iobuf));
 
-	if (!strcmp(cmd, "sink") || !strcmp(cmd, "source") || !strcmp(cmd, "echo")) {
-		if (!listen_addr)
-			usage();
-		enum role r = cmd[0] == 'e' ? ROLE_ECHO : cmd[1] == 'i' ? ROLE_SINK : ROLE_SOURCE;
-		return serve(r, parse_addr(listen_addr));
+	static const struct {
+		const char *name;
+		enum role role;
+	} backends[] = {{"sink", ROLE_SINK}, {"source", ROLE_SOURCE}, {"echo", ROLE_ECHO}, {"stall", ROLE_STALL}};
+	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+		if (!strcmp(cmd, backends[i].name)) {
+			if (!listen_addr)
+				usage();
+			return serve(backends[i].role, parse_addr(listen_addr));
+		}
 	}
 	if (!strcmp(cmd, "twfill"))
 		return cmd_twfill(&o);
@@ -666,5 +811,7 @@ int main(int argc, char **argv)
 		return cmd_connrate(&o);
 	if (!strcmp(cmd, "idle"))
 		return cmd_idle(&o);
+	if (!strcmp(cmd, "fanout"))
+		return cmd_fanout(&o);
 	usage();
 }
