@@ -3,6 +3,9 @@
 #   make            build ./ferry (release, -O2)
 #   make test       unit tests (cmocka) and integration tests (pytest)
 #   make asan       the same tests against an ASan/UBSan build
+#   make valgrind   the integration tests with ferry under valgrind memcheck
+#   make soak       SOAK_SECONDS (600) of mixed traffic; RSS must stay flat
+#   make fuzz       the libFuzzer targets, FUZZ_SECONDS (600) each (docs/fuzzing.md)
 #   make demo       two local backends, ferry in front, traffic, failover
 #   make format     clang-format the sources
 #
@@ -88,6 +91,7 @@ test:
 
 unit: $(UNIT_BIN)
 	@sh scripts/run-unit.sh $(UNIT_BIN)
+	@sh scripts/run-fuzz-replay.sh $(FUZZ_REPLAY)
 
 # LD_PRELOAD shim counting heap allocations: the hot-path test uses it.
 build/alloccount.so: tests/tools/alloccount.c
@@ -101,6 +105,46 @@ integration: $(BUILD)/ferry build/alloccount.so
 
 asan:
 	$(Q)$(MAKE) --no-print-directory VARIANT=asan test
+
+# --- valgrind and soak -----------------------------------------------------
+# make valgrind: the integration suite against the release binary run under
+# valgrind memcheck (FERRY_BIN is tests/tools/valgrind-ferry.sh): a test fails
+# when memcheck reports an error or a definite/indirect leak (ferry's exit
+# status becomes 99, and the report, in ferry's stderr, carries the marker
+# VALGRIND-ERROR that the harness fails on).  Time bounds are multiplied by
+# VALGRIND_SCALE; a test that cannot work under valgrind is skipped with its
+# reason (tests/tools/valgrind_skips.py: the malloc-counting one).  epoll
+# only: under valgrind 3.19 a thread waiting in io_uring_enter() keeps every
+# other thread (admin, workers, resolver) from running (docs/soak.md).  The
+# binary is copied first so that a rebuild during the long run cannot change it.
+# make soak [SOAK_SECONDS=600]: tests/soak/soak.py, mixed traffic against one
+# ferry, RSS sampled into build/soak-rss.csv, must stay flat (docs/soak.md).
+
+VALGRIND_SCALE   ?= 10
+VALGRIND_ENGINES ?= epoll
+SOAK_SECONDS     ?= 600
+
+.PHONY: valgrind soak
+
+valgrind:
+	@sh scripts/deps.sh test
+	@command -v valgrind >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >/dev/null; } || \
+		{ echo "valgrind: not installed (apt-get install valgrind)" >&2; exit 1; }
+	$(Q)$(MAKE) --no-print-directory VARIANT=release build/release/ferry
+	@mkdir -p build/valgrind
+	$(Q)cp build/release/ferry build/valgrind/ferry.tmp && \
+		mv -f build/valgrind/ferry.tmp build/valgrind/ferry
+	$(Q)FERRY_BIN=$(abspath tests/tools/valgrind-ferry.sh) \
+		FERRY_VALGRIND_BIN=$(abspath build/valgrind/ferry) FERRY_VALGRIND=1 \
+		FERRY_TEST_ENGINES=$(VALGRIND_ENGINES) FERRY_TEST_TIMEOUT_SCALE=$(VALGRIND_SCALE) \
+		PYTHONPATH=$(abspath tests/tools) $(PYTHON) -m pytest -q -rs -p no:cacheprovider \
+		-p valgrind_skips tests/integration $(PYTEST_ARGS)
+
+soak:
+	$(Q)$(MAKE) --no-print-directory deps ferry
+	$(Q)SOAK_SECONDS=$(SOAK_SECONDS) FERRY_BIN=$(abspath build/release/ferry) \
+		$$(command -v /usr/bin/python3 || command -v python3) tests/soak/soak.py
 
 demo: all
 	@sh scripts/deps.sh demo
@@ -119,6 +163,57 @@ bench:
 	$(Q)$(CC) -std=gnu11 $(WARN) -O2 -D_GNU_SOURCE -o build/bench/load bench/load.c
 	$(Q)$$(command -v /usr/bin/python3 || command -v python3) bench/run.py \
 		--load build/bench/load $(BENCH_ARGS)
+
+# --- fuzzing ---------------------------------------------------------------
+# make fuzz [FUZZ_SECONDS=600] [FUZZ_JOBS=2] [FUZZ_TARGETS="config ..."]:
+# the libFuzzer targets tests/fuzz/fuzz_<target>.c, built with clang in
+# build/fuzz/ against the sources compiled there with the same flags (never
+# the gcc objects), each run for FUZZ_SECONDS over a copy of its corpus
+# (build/fuzz/corpus-<target>/), FUZZ_JOBS at a time; crashes go to
+# build/fuzz/crashes-<target>/.  See docs/fuzzing.md.
+# `make test` replays every tests/fuzz/corpus/ and tests/fuzz/regressions/
+# input through the same target code built with $(CC) and
+# tests/fuzz/replay_main.c ($(BUILD)/fuzz-replay-<target>): no clang needed.
+
+FUZZ_ALL     := config proxyproto framer admin
+FUZZ_TARGETS ?= $(FUZZ_ALL)
+FUZZ_SECONDS ?= 600
+FUZZ_JOBS    ?= 2
+FUZZ_CC      ?= clang
+FUZZ_BUILD   := build/fuzz
+FUZZ_CFLAGS  := $(CFLAGS_BASE) -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+                -fno-sanitize-recover=undefined -DFERRY_POOL_MALLOC
+FUZZ_OBJ     := $(LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_BIN     := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+FUZZ_REPLAY  := $(FUZZ_ALL:%=$(BUILD)/fuzz-replay-%)
+
+.PHONY: fuzz
+
+fuzz:
+	@sh scripts/deps.sh fuzz
+	$(Q)$(MAKE) --no-print-directory $(FUZZ_BIN)
+	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) sh scripts/run-fuzz.sh $(FUZZ_TARGETS)
+
+$(FUZZ_OBJ): $(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(call say,CLANG,$<)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_BUILD)/libferry.a: $(FUZZ_OBJ)
+	$(call say,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_BIN): $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/libferry.a
+	$(call say,CLANG,$<)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -MF $@.d -o $@ $< \
+		$(FUZZ_BUILD)/libferry.a $(LDLIBS)
+
+unit: $(FUZZ_REPLAY)
+
+$(FUZZ_REPLAY): $(BUILD)/fuzz-replay-%: $(BUILD)/tests/fuzz/fuzz_%.o \
+		$(BUILD)/tests/fuzz/replay_main.o $(BUILD)/libferry.a
+	$(call say,LINK,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 format:
 	clang-format -i $$(find src tests/unit -name '*.[ch]')

@@ -2,11 +2,13 @@
 # deps.sh - install the Debian packages ferry needs to build and test, only
 # those that are missing.  Skips with a message when not root.
 #   scripts/deps.sh build|test|demo|asan
+#   scripts/deps.sh fuzz     (also clang and libFuzzer, for make fuzz)
 set -u
 need="gcc make pkg-config libyaml-dev liburing-dev libmicrohttpd-dev libc-ares-dev"
 case "${1:-build}" in
 test | asan) need="$need libcmocka-dev python3 python3-pytest" ;;
 demo) need="$need python3" ;;
+fuzz) need="$need clang libfuzzer-14-dev" ;;
 esac
 missing=""
 for p in $need; do

@@ -141,7 +141,12 @@ static void append_slice(struct fr_log *l, struct buf *buf, uint32_t off, uint32
 	assert(l->readers > 0);
 	if (l->tail_open && l->tail > l->head) {
 		struct fr_slice *t = &l->ring[(l->tail - 1) & l->mask];
-		if (t->buf == buf && t->off + t->len == off && t->pending > 0) {
+		/* A piece that does not end a record (chain_flush) is not merged
+		 * into a tail that does: the merged slice would hide that record
+		 * end, and a take for whole records of that slice alone would stop
+		 * inside the next record (found by tests/fuzz/fuzz_framer.c). */
+		if (t->buf == buf && t->off + t->len == off && t->pending > 0 &&
+		    (ends || !t->ends_record)) {
 			t->len += len;
 			l->total += len;
 			t->end = l->total;
