@@ -51,7 +51,8 @@ ENGINES = ([e.strip() for e in _env_engines.split(",") if e.strip()] if _env_eng
            else _usable_engines())
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer",
-                     "ERROR: ThreadSanitizer", "WARNING: ThreadSanitizer")
+                     "ERROR: ThreadSanitizer", "WARNING: ThreadSanitizer",
+                     "VALGRIND-ERROR")  # tests/tools/valgrind-ferry.sh's error markers
 
 
 def _binary_is_sanitized(path):
