@@ -524,6 +524,8 @@ static void reload(bool from_dns)
 	}
 	if (health_reload(health, workers[0].relay.cur->sh, err, sizeof(err)) < 0)
 		log_msg(LOG_ERROR, "reload", "health checks keep the old configuration: %s", err);
+	if (!from_dns)
+		fanout_group_reload(&workers[0].fanouts, workers[0].relay.cfg, &workers[0].eng);
 	const struct config *cfg = workers[0].relay.cfg;
 	privdrop_reload_check(cfg->user, cfg->group);
 	log_setup(opts.has_level ? opts.level : cfg->log.level,
@@ -565,6 +567,8 @@ static void tick(struct engine *e, void *arg)
 		log_msg(LOG_INFO, "resolve", "addresses of backend host names changed: rebuilding");
 		reload(true);
 	}
+	if (w->id == 0)
+		fanout_group_reap(&w->fanouts);
 	if (!r->shutting_down)
 		relay_apply_pending(r);
 	else
@@ -730,8 +734,8 @@ int main(int argc, char **argv)
 	workers = calloc(n_workers, sizeof(*workers));
 	if (!workers)
 		fail("out of memory");
-	struct fanout_sizes fo; /* fan-out services run on worker 0 */
-	fanout_sizes(cfg, &fo);
+	struct fanout_sizes fo; /* fan-out services run on worker 0, with room to reload */
+	fanout_reserve(cfg, &fo);
 	for (unsigned i = 0; i < n_workers; i++) {
 		struct worker *w = &workers[i];
 		w->id = i;
@@ -758,6 +762,7 @@ int main(int argc, char **argv)
 		if (i == 0) {
 			if (fanout_group_init(&w->fanouts, cfg, &w->eng, err, sizeof(err)) < 0)
 				fail("%s", err);
+			w->fanouts.reserve = fo;
 			if (health_init(&health, shared, &w->eng, err, sizeof(err)) < 0)
 				fail("%s", err);
 			w->relay.busy = worker0_busy;

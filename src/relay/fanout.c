@@ -46,6 +46,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -157,8 +158,8 @@ struct fanout {
 	uint32_t n_slab;
 	uint32_t *free; /* stack of free accepted objects */
 	uint32_t nfree;
-	struct fo_listener *ls;
-	size_t n_ls;
+	struct fo_listener **ls; /* each its own object: a reload hands it over */
+	size_t n_ls, ls_cap;
 	unsigned ls_closing;
 	struct fo_dialer *ds;
 	size_t n_ds;
@@ -173,8 +174,14 @@ struct fanout {
 	bool settling;
 	bool shutting_down;
 	bool accept_warned;
+	bool retiring; /* a reload replaces or removes it: its listeners may move */
+	bool retired;  /* replaced or removed: ends like at shutdown, then freed */
+	struct fanout_sizes need;
 	struct timer retry, shutdown_timer;
 	struct fo_counters ctr;
+	/* totals of the instances this one replaced, once they were freed
+	 * (written under registry_lock) */
+	struct fo_counters carried;
 };
 
 static void settle(struct fanout *f);
@@ -1013,7 +1020,8 @@ static const struct esock_cbs listener_cbs = {
 
 /* Binds one listening socket (not yet known to the engine).  The fd, or -1
  * with a message naming the address in err. */
-static int bind_listener(struct fanout *f, const struct cfg_addr *a, char *err, size_t len)
+static int bind_listener(struct fanout *f, const struct cfg_addr *a, bool wait, char *err,
+                         size_t len)
 {
 	int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1) {
@@ -1027,7 +1035,7 @@ static int bind_listener(struct fanout *f, const struct cfg_addr *a, char *err, 
 		int v6only = a->wildcard ? 0 : 1;
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
 	}
-	uint64_t give_up = clock_now_ms() + f->bind_timeout_ms;
+	uint64_t give_up = clock_now_ms() + (wait ? f->bind_timeout_ms : 0);
 	while (bind(fd, (const struct sockaddr *)&a->sa, a->salen) == -1) {
 		int e = errno;
 		if (e == EADDRINUSE && clock_now_ms() < give_up) {
@@ -1107,6 +1115,9 @@ static int build(struct fanout *f, const struct config *cfg, const struct cfg_se
 	f->slab = calloc(f->n_slab, sizeof(*f->slab));
 	f->free = calloc(f->n_slab, sizeof(*f->free));
 	f->ls = calloc(n_listeners(svc) ? n_listeners(svc) : 1, sizeof(*f->ls));
+	for (uint32_t i = 0; f->ls && i < n_listeners(svc); i++, f->ls_cap++)
+		if (!(f->ls[i] = calloc(1, sizeof(**f->ls))))
+			return -1;
 	f->ds = calloc(f->n_ds ? f->n_ds : 1, sizeof(*f->ds));
 	if (!f->slab || !f->free || !f->ls || !f->ds)
 		return -1;
@@ -1124,7 +1135,7 @@ static int build(struct fanout *f, const struct config *cfg, const struct cfg_se
 	          {svc->outputs.listen, svc->outputs.n_listen, VIA_LISTEN, ROLE_OUTPUT}};
 	for (size_t k = 0; k < 3; k++) {
 		for (size_t j = 0; j < ls[k].n; j++) {
-			struct fo_listener *l = &f->ls[f->n_ls];
+			struct fo_listener *l = f->ls[f->n_ls];
 			l->f = f;
 			l->fd = -1;
 			l->via = ls[k].via;
@@ -1158,10 +1169,14 @@ static int build(struct fanout *f, const struct config *cfg, const struct cfg_se
 
 static void free_all(struct fanout *f)
 {
-	for (size_t i = 0; f->ls && i < f->n_ls; i++) {
-		if (f->ls[i].fd >= 0 && !f->ls[i].es)
-			close(f->ls[i].fd);
-		free(f->ls[i].addr.text);
+	for (size_t i = 0; f->ls && i < f->ls_cap; i++) {
+		struct fo_listener *l = f->ls[i];
+		if (!l)
+			continue;
+		if (l->fd >= 0 && !l->es)
+			close(l->fd);
+		free(l->addr.text);
+		free(l);
 	}
 	for (size_t i = 0; f->ds && i < f->n_ds; i++)
 		free(f->ds[i].addr.text);
@@ -1180,44 +1195,130 @@ static void free_all(struct fanout *f)
 
 /* The fan-out services running, for the admin endpoint's thread: it reads
  * their counters by service name (relaxed atomics).  A service is listed
- * from a successful fanout_init() to fanout_fini(), which runs after the
- * admin endpoint has stopped. */
+ * from a successful fanout_init() to fanout_fini().  The lock guards the
+ * list and the carried totals, so that a retired instance's counters move
+ * to its successor in one step (no total ever goes backwards or counts
+ * twice); counters themselves are written without it. */
 #define FANOUT_REGISTRY_MAX 256
-static struct fanout *_Atomic registry[FANOUT_REGISTRY_MAX];
+static struct fanout *registry[FANOUT_REGISTRY_MAX];
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void registry_add(struct fanout *f)
 {
+	pthread_mutex_lock(&registry_lock);
 	for (size_t i = 0; i < FANOUT_REGISTRY_MAX; i++) {
-		struct fanout *none = NULL;
-		if (atomic_compare_exchange_strong(&registry[i], &none, f))
-			return;
-	}
-}
-
-static void registry_remove(struct fanout *f)
-{
-	for (size_t i = 0; i < FANOUT_REGISTRY_MAX; i++) {
-		struct fanout *cur = f;
-		if (atomic_compare_exchange_strong(&registry[i], &cur, NULL))
-			return;
-	}
-}
-
-bool fanout_stats_by_name(const char *name, struct fanout_stats *out)
-{
-	for (size_t i = 0; i < FANOUT_REGISTRY_MAX; i++) {
-		struct fanout *f = atomic_load(&registry[i]);
-		if (f && strcmp(fanout_name(f), name) == 0) {
-			fanout_stats(f, out);
-			return true;
+		if (!registry[i]) {
+			registry[i] = f;
+			break;
 		}
 	}
-	memset(out, 0, sizeof(*out));
-	return false;
+	pthread_mutex_unlock(&registry_lock);
 }
 
-int fanout_init(struct fanout **out, const struct config *cfg, const struct cfg_service *svc,
-                struct engine *eng, char *err, size_t len)
+static uint64_t ld(const _Atomic uint64_t *c)
+{
+	return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+static void fold(_Atomic uint64_t *into, const _Atomic uint64_t *a, const _Atomic uint64_t *b)
+{
+	atomic_store_explicit(into, ld(into) + ld(a) + ld(b), memory_order_relaxed);
+}
+
+/* Removes f; its running totals (not its gauges) go to `heir` if any. */
+static void registry_remove(struct fanout *f, struct fanout *heir)
+{
+	pthread_mutex_lock(&registry_lock);
+	if (heir) {
+		struct fo_counters *h = &heir->carried;
+		const struct fo_counters *c = &f->ctr, *k = &f->carried;
+		fold(&h->bytes_in, &c->bytes_in, &k->bytes_in);
+		fold(&h->bytes_out, &c->bytes_out, &k->bytes_out);
+		fold(&h->records, &c->records, &k->records);
+		fold(&h->dropped_records, &c->dropped_records, &k->dropped_records);
+		fold(&h->disconnects, &c->disconnects, &k->disconnects);
+		fold(&h->rejected, &c->rejected, &k->rejected);
+		fold(&h->too_long, &c->too_long, &k->too_long);
+	}
+	for (size_t i = 0; i < FANOUT_REGISTRY_MAX; i++)
+		if (registry[i] == f)
+			registry[i] = NULL;
+	pthread_mutex_unlock(&registry_lock);
+}
+
+static void stats_add(struct fanout_stats *out, const struct fanout *f)
+{
+	const struct fo_counters *c = &f->ctr, *k = &f->carried;
+	out->inputs += ld(&c->inputs);
+	out->outputs += ld(&c->outputs);
+	out->bytes_in += ld(&c->bytes_in) + ld(&k->bytes_in);
+	out->bytes_out += ld(&c->bytes_out) + ld(&k->bytes_out);
+	out->records += ld(&c->records) + ld(&k->records);
+	out->dropped_records += ld(&c->dropped_records) + ld(&k->dropped_records);
+	out->disconnects += ld(&c->disconnects) + ld(&k->disconnects);
+	out->rejected += ld(&c->rejected) + ld(&k->rejected);
+	out->too_long += ld(&c->too_long) + ld(&k->too_long);
+}
+
+/* A service replaced by a reload runs on beside its successor until its
+ * connections end: the counters of the name are those of both. */
+bool fanout_stats_by_name(const char *name, struct fanout_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	bool found = false;
+	pthread_mutex_lock(&registry_lock);
+	for (size_t i = 0; i < FANOUT_REGISTRY_MAX; i++) {
+		struct fanout *f = registry[i];
+		if (f && strcmp(f->name, name) == 0) {
+			stats_add(out, f);
+			found = true;
+		}
+	}
+	pthread_mutex_unlock(&registry_lock);
+	return found;
+}
+
+/* Same local address (family, port, address): the same listening socket. */
+static bool same_sockaddr(const struct cfg_addr *a, const struct cfg_addr *b)
+{
+	if (a->sa.ss_family != b->sa.ss_family)
+		return false;
+	if (a->sa.ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)&a->sa, *y = (const void *)&b->sa;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->sa.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)&a->sa, *y = (const void *)&b->sa;
+		return x->sin6_port == y->sin6_port &&
+		       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0 &&
+		       x->sin6_scope_id == y->sin6_scope_id && a->wildcard == b->wildcard;
+	}
+	return a->salen == b->salen && memcmp(&a->sa, &b->sa, a->salen) == 0;
+}
+
+/* A listening socket of a service that a reload retires, bound to a's
+ * address: the new service takes it over instead of binding again, so no
+ * connection attempt meets a closed port. */
+static struct fo_listener **find_handover(const struct fanout_group *g, const struct cfg_addr *a)
+{
+	for (size_t i = 0; g && i < g->n; i++) {
+		struct fanout *o = g->svcs[i];
+		if (!o->retiring || o->shutting_down)
+			continue;
+		for (size_t j = 0; j < o->n_ls; j++)
+			if (o->ls[j] && o->ls[j]->es && same_sockaddr(&o->ls[j]->addr, a))
+				return &o->ls[j];
+	}
+	return NULL;
+}
+
+/* Builds a service: binds what is not handed over from a retiring service of
+ * `from` (without waiting for a busy port when !wait_bind: a reload must not
+ * hold the loop), registers the listeners with the engine and starts the
+ * dialers.  Nothing is taken from `from` unless this succeeds. */
+static int fanout_create(struct fanout **out, const struct config *cfg,
+                         const struct cfg_service *svc, struct engine *eng,
+                         const struct fanout_group *from, bool wait_bind, char *err, size_t len)
 {
 	*out = NULL;
 	struct fanout *f = calloc(1, sizeof(*f));
@@ -1231,25 +1332,54 @@ int fanout_init(struct fanout **out, const struct config *cfg, const struct cfg_
 		free_all(f);
 		return -1;
 	}
+	f->need.buffers = fanout_pool_buffers(cfg, svc);
+	f->need.sockets = fanout_max_sockets(cfg, svc);
+	f->need.timers = fanout_max_timers(cfg, svc);
 	/* Bind everything before the engine learns of any socket, so that a
 	 * failure leaves nothing for the loop to call back. */
 	for (size_t i = 0; i < f->n_ls; i++) {
-		f->ls[i].fd = bind_listener(f, &f->ls[i].addr, err, len);
-		if (f->ls[i].fd < 0) {
+		struct fo_listener *l = f->ls[i];
+		if (find_handover(from, &l->addr))
+			continue;
+		l->fd = bind_listener(f, &l->addr, wait_bind, err, len);
+		if (l->fd < 0) {
 			free_all(f);
 			return -1;
 		}
 	}
 	for (size_t i = 0; i < f->n_ls; i++) {
-		struct fo_listener *l = &f->ls[i];
+		struct fo_listener *l = f->ls[i];
+		struct fo_listener **from_slot = find_handover(from, &l->addr);
+		if (from_slot) {
+			/* The running socket, its engine slot and its accept
+			 * pause move over; address text and role come from the
+			 * new configuration. */
+			struct fo_listener *h = *from_slot;
+			*from_slot = NULL;
+			free(h->addr.text);
+			h->addr = l->addr;
+			h->via = l->via;
+			h->role = l->role;
+			h->f = f;
+			free(l);
+			f->ls[i] = h;
+			continue;
+		}
 		l->es = engine_open(eng, l->fd, &listener_cbs, l, 0);
 		if (!l->es) {
 			snprintf(err, len,
 			         "cannot listen on %s (service %s): engine socket table full",
 			         l->addr.text, f->name);
-			/* a sizing bug; the caller exits before the loop runs */
-			free_all(f);
-			return -1;
+			if (!from) {
+				/* start-up: a sizing bug; the caller exits before
+				 * the loop runs */
+				free_all(f);
+				return -1;
+			}
+			log_msg(LOG_ERROR, "reload", "%s", err);
+			close(l->fd);
+			l->fd = -1;
+			continue;
 		}
 		engine_listen(eng, l->es);
 	}
@@ -1258,6 +1388,12 @@ int fanout_init(struct fanout **out, const struct config *cfg, const struct cfg_
 	registry_add(f);
 	*out = f;
 	return 0;
+}
+
+int fanout_init(struct fanout **out, const struct config *cfg, const struct cfg_service *svc,
+                struct engine *eng, char *err, size_t len)
+{
+	return fanout_create(out, cfg, svc, eng, NULL, true, err, len);
 }
 
 /* --- shutdown and teardown --------------------------------------------------- */
@@ -1284,7 +1420,9 @@ void fanout_shutdown(struct fanout *f)
 		return;
 	f->shutting_down = true;
 	for (size_t i = 0; i < f->n_ls; i++) {
-		struct fo_listener *l = &f->ls[i];
+		struct fo_listener *l = f->ls[i];
+		if (!l)
+			continue; /* handed over to the service that replaced this one */
 		engine_timer_cancel(f->eng, &l->resume);
 		if (l->es) {
 			engine_close(f->eng, l->es, false);
@@ -1314,27 +1452,22 @@ const char *fanout_name(const struct fanout *f)
 
 void fanout_stats(const struct fanout *f, struct fanout_stats *out)
 {
-	struct fo_counters *c = (struct fo_counters *)&f->ctr;
-	out->inputs = atomic_load_explicit(&c->inputs, memory_order_relaxed);
-	out->outputs = atomic_load_explicit(&c->outputs, memory_order_relaxed);
-	out->bytes_in = atomic_load_explicit(&c->bytes_in, memory_order_relaxed);
-	out->bytes_out = atomic_load_explicit(&c->bytes_out, memory_order_relaxed);
-	out->records = atomic_load_explicit(&c->records, memory_order_relaxed);
-	out->dropped_records = atomic_load_explicit(&c->dropped_records, memory_order_relaxed);
-	out->disconnects = atomic_load_explicit(&c->disconnects, memory_order_relaxed);
-	out->rejected = atomic_load_explicit(&c->rejected, memory_order_relaxed);
-	out->too_long = atomic_load_explicit(&c->too_long, memory_order_relaxed);
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&registry_lock);
+	stats_add(out, f);
+	pthread_mutex_unlock(&registry_lock);
 }
 
 void fanout_fini(struct fanout *f)
 {
 	if (!f)
 		return;
-	registry_remove(f);
+	registry_remove(f, NULL);
 	engine_timer_cancel(f->eng, &f->retry);
 	engine_timer_cancel(f->eng, &f->shutdown_timer);
 	for (size_t i = 0; i < f->n_ls; i++)
-		engine_timer_cancel(f->eng, &f->ls[i].resume);
+		if (f->ls[i])
+			engine_timer_cancel(f->eng, &f->ls[i]->resume);
 	for (size_t i = 0; i < f->n_ds; i++)
 		engine_timer_cancel(f->eng, &f->ds[i].timer);
 	/* After the loop: whatever is still open gives its buffers back; the
@@ -1350,7 +1483,8 @@ void fanout_fini(struct fanout *f)
 		c->ninfl = 0;
 	}
 	for (size_t i = 0; i < f->n_ls; i++)
-		f->ls[i].fd = -1; /* owned by the engine once opened */
+		if (f->ls[i])
+			f->ls[i]->fd = -1; /* owned by the engine once opened */
 	free_all(f);
 }
 
@@ -1367,6 +1501,21 @@ void fanout_sizes(const struct config *cfg, struct fanout_sizes *out)
 		out->sockets += fanout_max_sockets(cfg, svc);
 		out->timers += fanout_max_timers(cfg, svc);
 	}
+}
+
+/* Room for reloads: the start-up services twice over (a replaced instance
+ * runs beside its successor until its connections end) and a spare for
+ * services added later. */
+#define FO_SPARE_BUFFERS 1024
+#define FO_SPARE_SOCKETS 1024
+#define FO_SPARE_TIMERS  256
+
+void fanout_reserve(const struct config *cfg, struct fanout_sizes *out)
+{
+	fanout_sizes(cfg, out);
+	out->buffers = 2 * out->buffers + FO_SPARE_BUFFERS;
+	out->sockets = 2 * out->sockets + FO_SPARE_SOCKETS;
+	out->timers = 2 * out->timers + FO_SPARE_TIMERS;
 }
 
 int fanout_group_init(struct fanout_group *g, const struct config *cfg, struct engine *eng,
@@ -1394,6 +1543,221 @@ int fanout_group_init(struct fanout_group *g, const struct config *cfg, struct e
 		g->n++;
 	}
 	return 0;
+}
+
+/* --- reload ------------------------------------------------------------------ */
+
+/* The running instance has the sockets and sizes svc asks for: only what
+ * can change in place differs (peer lists, timeouts). */
+static bool same_structure(const struct fanout *f, const struct config *cfg,
+                           const struct cfg_service *svc)
+{
+	if (f->framing != svc->framing || f->max_line != svc->max_line ||
+	    f->on_lag != svc->out_on_lag || f->max_lag != svc->out_max_lag ||
+	    f->n_slab != accepted_max(cfg, svc) + n_dialers(svc) || f->n_ds != n_dialers(svc) ||
+	    f->n_ls != n_listeners(svc))
+		return false;
+	const struct {
+		const struct cfg_addr *a;
+		size_t n;
+		uint8_t via, role;
+	} ls[] = {{svc->listen, svc->n_listen, VIA_SHARED, ROLE_INPUT},
+	          {svc->inputs.listen, svc->inputs.n_listen, VIA_LISTEN, ROLE_INPUT},
+	          {svc->outputs.listen, svc->outputs.n_listen, VIA_LISTEN, ROLE_OUTPUT}};
+	size_t i = 0;
+	for (size_t k = 0; k < 3; k++) {
+		for (size_t j = 0; j < ls[k].n; j++) {
+			const struct fo_listener *l = f->ls[i++];
+			if (!l || !l->es || l->via != ls[k].via || l->role != ls[k].role ||
+			    !same_sockaddr(&l->addr, &ls[k].a[j]))
+				return false;
+		}
+	}
+	const struct {
+		const struct cfg_addr *a;
+		size_t n;
+		uint8_t role;
+	} ds[] = {{svc->inputs.connect, svc->inputs.n_connect, ROLE_INPUT},
+	          {svc->outputs.connect, svc->outputs.n_connect, ROLE_OUTPUT}};
+	i = 0;
+	for (size_t k = 0; k < 2; k++) {
+		for (size_t j = 0; j < ds[k].n; j++) {
+			const struct fo_dialer *d = &f->ds[i++];
+			if (d->role != ds[k].role || !same_sockaddr(&d->addr, &ds[k].a[j]))
+				return false;
+		}
+	}
+	return true;
+}
+
+/* Peer lists and timeouts: new peers and new dials follow them at once. */
+static int update_in_place(struct fanout *f, const struct config *cfg,
+                           const struct cfg_service *svc)
+{
+	struct cidr *in_from, *out_from = NULL, *allow = NULL, *deny = NULL;
+	size_t n_in, n_out, n_allow, n_deny;
+	if (copy_cidrs(&in_from, &n_in, svc->inputs.from, svc->inputs.n_from) < 0 ||
+	    copy_cidrs(&out_from, &n_out, svc->outputs.from, svc->outputs.n_from) < 0 ||
+	    copy_cidrs(&allow, &n_allow, svc->allow, svc->n_allow) < 0 ||
+	    copy_cidrs(&deny, &n_deny, svc->deny, svc->n_deny) < 0) {
+		free(in_from);
+		free(out_from);
+		free(allow);
+		free(deny);
+		return -1;
+	}
+	free(f->in_from);
+	free(f->out_from);
+	free(f->allow);
+	free(f->deny);
+	f->in_from = in_from, f->n_in_from = n_in;
+	f->out_from = out_from, f->n_out_from = n_out;
+	f->allow = allow, f->n_allow = n_allow;
+	f->deny = deny, f->n_deny = n_deny;
+	f->shutdown_timeout_ms = cfg->shutdown_timeout_ms;
+	f->connect_timeout_ms =
+	    svc->connect_timeout_ms ? svc->connect_timeout_ms : FO_CONNECT_TIMEOUT_MS;
+	f->bind_timeout_ms = svc->bind_timeout_ms;
+	return 0;
+}
+
+static const struct cfg_service *find_service(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->n_services; i++)
+		if (strcmp(cfg->services[i].name, name) == 0)
+			return &cfg->services[i];
+	return NULL;
+}
+
+static struct fanout *live_by_name(const struct fanout_group *g, const char *name)
+{
+	for (size_t i = 0; i < g->n; i++)
+		if (!g->svcs[i]->retired && strcmp(g->svcs[i]->name, name) == 0)
+			return g->svcs[i];
+	return NULL;
+}
+
+static void log_reload(const char *name, const char *action, const char *msg)
+{
+	struct logline l;
+	log_begin(&l, LOG_INFO, "fanout_reload");
+	log_str(&l, "service", name);
+	log_str(&l, "action", action);
+	log_str(&l, "msg", msg);
+	log_end(&l);
+}
+
+static void add_sizes(struct fanout_sizes *a, const struct fanout_sizes *b)
+{
+	a->buffers += b->buffers;
+	a->sockets += b->sockets;
+	a->timers += b->timers;
+}
+
+int fanout_group_reload(struct fanout_group *g, const struct config *cfg, struct engine *eng)
+{
+	size_t n_new = 0;
+	for (size_t i = 0; i < cfg->n_services; i++)
+		n_new += cfg->services[i].mode == MODE_FANOUT;
+	if (n_new) {
+		struct fanout **grown = realloc(g->svcs, (g->n + n_new) * sizeof(*grown));
+		if (!grown) {
+			log_msg(LOG_ERROR, "reload",
+			        "out of memory: fan-out services keep their configuration");
+			return -1;
+		}
+		g->svcs = grown;
+	}
+	/* What stays, what changes in place, what a new instance replaces. */
+	struct fanout_sizes used = {0};
+	size_t n_old = g->n;
+	for (size_t i = 0; i < n_old; i++) {
+		struct fanout *o = g->svcs[i];
+		add_sizes(&used, &o->need);
+		if (o->retired)
+			continue;
+		const struct cfg_service *svc = find_service(cfg, o->name);
+		if (!svc || svc->mode != MODE_FANOUT || !same_structure(o, cfg, svc))
+			o->retiring = true;
+		else if (update_in_place(o, cfg, svc) < 0)
+			log_msg(LOG_ERROR, "reload",
+			        "out of memory: fan-out service %s keeps its peer lists", o->name);
+	}
+	for (size_t i = 0; i < cfg->n_services; i++) {
+		const struct cfg_service *svc = &cfg->services[i];
+		if (svc->mode != MODE_FANOUT)
+			continue;
+		struct fanout *old = live_by_name(g, svc->name);
+		if (old && !old->retiring)
+			continue; /* kept */
+		struct fanout_sizes need = {fanout_pool_buffers(cfg, svc),
+		                            fanout_max_sockets(cfg, svc),
+		                            fanout_max_timers(cfg, svc)};
+		char err[512];
+		struct fanout *n = NULL;
+		if (used.timers + need.timers > g->reserve.timers)
+			snprintf(err, sizeof(err),
+			         "needs %u timers, %u of the %u reserved at start are free "
+			         "(restart ferry to resize)",
+			         need.timers,
+			         used.timers < g->reserve.timers ? g->reserve.timers - used.timers
+			                                         : 0,
+			         g->reserve.timers);
+		else if (fanout_create(&n, cfg, svc, eng, g, false, err, sizeof(err)) == 0)
+			g->svcs[g->n++] = n;
+		if (!n) {
+			struct logline l;
+			log_begin(&l, LOG_ERROR, "reload_failed");
+			log_str(&l, "service", svc->name);
+			log_str(&l, "error", err);
+			log_str(&l, "msg",
+			        old ? "keeping the running fan-out service"
+			            : "service not started");
+			log_end(&l);
+			if (old)
+				old->retiring = false;
+			continue;
+		}
+		add_sizes(&used, &need);
+		if (used.buffers > g->reserve.buffers || used.sockets > g->reserve.sockets)
+			log_msg(
+			    LOG_WARN, "reload_warning",
+			    "fan-out services now may use %u buffers and %u sockets of worker 0; "
+			    "%u and %u were reserved at start: past that, peers are refused "
+			    "(restart ferry to resize)",
+			    used.buffers, used.sockets, g->reserve.buffers, g->reserve.sockets);
+		log_reload(svc->name, old ? "replaced" : "added",
+		           old ? "new peers join the new configuration; connections of the old "
+		                 "one end as at shutdown"
+		               : "started");
+	}
+	for (size_t i = 0; i < n_old; i++) {
+		struct fanout *o = g->svcs[i];
+		if (!o->retiring)
+			continue;
+		o->retiring = false;
+		o->retired = true;
+		if (!live_by_name(g, o->name))
+			log_reload(o->name, "removed",
+			           "listeners closed; its connections end as at shutdown");
+		fanout_shutdown(o);
+	}
+	return 0;
+}
+
+void fanout_group_reap(struct fanout_group *g)
+{
+	for (size_t i = 0; i < g->n;) {
+		struct fanout *o = g->svcs[i];
+		if (!o->retired || fanout_active(o) > 0) {
+			i++;
+			continue;
+		}
+		registry_remove(o, live_by_name(g, o->name));
+		fanout_fini(o);
+		memmove(&g->svcs[i], &g->svcs[i + 1], (g->n - i - 1) * sizeof(*g->svcs));
+		g->n--;
+	}
 }
 
 void fanout_group_shutdown(struct fanout_group *g)

@@ -9,12 +9,19 @@
  * It talks to the network only through the engine interface, so it runs on
  * every engine.
  *
- * Fan-out services are built from the configuration ferry started with; the
- * service keeps its own copy of what it needs, so a SIGHUP reload never pulls
- * memory from under it (and does not change it: that needs a restart).
+ * A service keeps its own copy of what it needs of the configuration, so a
+ * SIGHUP reload never pulls memory from under it.  A reload
+ * (fanout_group_reload) keeps a service whose sockets and sizes are
+ * unchanged, changing its peer lists (from, allow, deny) and timeouts in
+ * place; otherwise it starts a new instance that takes over the running
+ * listening sockets (no connection attempt meets a closed port) and retires
+ * the old one, whose connections end as at shutdown; a retired instance is
+ * freed once its last connection is gone (fanout_group_reap).  The counters
+ * of a name are those of all its instances.
  *
- * Sizing: main adds fanout_sizes() to worker 0's pool, socket table and timer
- * heap.  Nothing is allocated after fanout_init().
+ * Sizing: main gives worker 0's pool, socket table and timer heap twice
+ * fanout_sizes() plus a spare (group.reserve), so that a reload can run new
+ * instances beside retiring ones.  Nothing is allocated on the data path.
  */
 #ifndef FERRY_RELAY_FANOUT_H
 #define FERRY_RELAY_FANOUT_H
@@ -82,18 +89,31 @@ struct fanout_sizes {
 };
 
 struct fanout_group {
-	struct fanout **svcs;
+	struct fanout **svcs; /* running ones, then any retired by a reload */
 	size_t n;
+	struct fanout_sizes reserve; /* worker 0's room for fan-out (set by main) */
 };
 
 /* Sums the needs of every fan-out service of cfg (zero when none). */
 void fanout_sizes(const struct config *cfg, struct fanout_sizes *out);
+
+/* What worker 0 sets aside for fan-out services: twice fanout_sizes() and a
+ * spare for services added by a reload. */
+void fanout_reserve(const struct config *cfg, struct fanout_sizes *out);
 
 /* fanout_init() for every fan-out service of cfg.  0, or -1 with err set
  * (the services already built are freed). */
 int fanout_group_init(struct fanout_group *g, const struct config *cfg, struct engine *eng,
                       char *err, size_t len);
 void fanout_group_shutdown(struct fanout_group *g);
+/* SIGHUP, on worker 0: brings the group to cfg's fan-out services (kept,
+ * changed in place, replaced, added or removed; see the top of this file).
+ * A service that cannot be built is logged (reload_failed, naming it) and
+ * the running one, if any, kept.  -1 only when nothing could be done. */
+int fanout_group_reload(struct fanout_group *g, const struct config *cfg, struct engine *eng);
+/* Frees retired instances whose connections have all ended (worker 0's
+ * tick). */
+void fanout_group_reap(struct fanout_group *g);
 /* Sum of fanout_active(); takes the group as void * so that it can serve as
  * the relay's `busy` hook. */
 unsigned fanout_group_busy(void *g);

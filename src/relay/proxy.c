@@ -1997,13 +1997,6 @@ static void keep_start_up_values(struct config *next, const struct config *now)
 		log_msg(LOG_WARN, "reload_warning",
 		        "max_connections and buffer_size need a restart; keeping %u and %llu",
 		        now->max_connections, (unsigned long long)now->buffer_size);
-	for (size_t i = 0; i < next->n_services; i++)
-		if (next->services[i].mode == MODE_FANOUT) {
-			log_msg(LOG_WARN, "reload_warning",
-			        "fan-out services keep their start-up configuration; restart "
-			        "ferry to change them");
-			break;
-		}
 	next->max_connections = now->max_connections;
 	next->buffer_size = now->buffer_size;
 	next->workers = now->workers;
