@@ -37,7 +37,7 @@ def fanout_config(framing="raw", listen=None, inputs=None, outputs=None, **svc_o
     svc.update(svc_opts)
     svc["inputs"] = inputs or {}
     svc["outputs"] = outputs or {}
-    return {"shutdown_timeout": "10s", "services": [svc]}
+    return {"shutdown_timeout": f"{int(T(10))}s", "services": [svc]}
 
 
 def connected(f, role, n, via=None):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from helpers import T, connect, wait_until
+from helpers import SCALE, T, connect, wait_until
 from test_fanout_basic import (Sink, connected, disconnect_line, fanout_config, hostport,
                                make_records, parse_records, port_addr, send_chunked)
 
@@ -24,6 +24,27 @@ MAX_LAG = "1MiB"
 def stream():
     recs = make_records("s", N_RECORDS, seed=7, max_body=150)
     return recs, b"".join(recs)
+
+
+def explain(got, want):
+    """A short account of how got differs from want (no multi-megabyte diff)."""
+    got = bytes(got)
+    n = min(len(got), len(want))
+    first = next((i for i in range(n) if got[i] != want[i]), n)
+    return (f"got {len(got)} bytes, want {len(want)}; first difference at {first}: "
+            f"got {got[first:first + 40]!r}, want {want[first:first + 40]!r}")
+
+
+def check_all(f, s, data):
+    """s received the whole stream, unchanged."""
+    assert bytes(s.data) == data, \
+        f"output :{s.port} ({s.how}, {disconnect_line(f, s.port)}): {explain(s.data, data)}"
+
+
+def check_prefix(f, s, data):
+    """s received an unchanged prefix of the stream."""
+    assert data.startswith(bytes(s.data)), \
+        f"output :{s.port} ({s.how}, {disconnect_line(f, s.port)}): {explain(s.data, data)}"
 
 
 def is_subsequence(seq):
@@ -58,7 +79,9 @@ def test_lag_policies(ferry, policy):
     with connect(hostport(pi)) as inp:
         # Paced so that a plain Python reader keeps up: only the outputs
         # meant to lag do.
-        send_chunked(inp, data, seed=3, max_chunk=64 * 1024, pace=30 * 1024 * 1024)
+        # Slower on slow builds (ASan), where a busy machine can starve a
+        # reader thread long enough to fall max_lag behind.
+        send_chunked(inp, data, seed=3, max_chunk=64 * 1024, pace=30 * 1024 * 1024 / SCALE)
     input_done.set()
     f.wait_event("fanout_input", where=lambda d: d.get("state") == "disconnected",
                  timeout=T(30))
@@ -74,32 +97,37 @@ def test_lag_policies(ferry, policy):
         return disconnect_line(f, s.port)
 
     # The resetting output is gone without harm to the others.
-    assert resetting.how == "we_reset"
-    assert line(resetting)["end"] in ("reset", "send_error", "fin")
+    if policy == "disconnect" and resetting.how == "eof":
+        # closed for lag before it had read enough to reset: allowed here
+        assert line(resetting)["end"] == "lag"
+    else:
+        assert resetting.how == "we_reset"
+        assert line(resetting)["end"] in ("reset", "send_error", "fin")
     # The restarting output's first session got a prefix of the stream.
-    assert data.startswith(bytes(restarting.data))
+    check_prefix(f, restarting, data)
 
     if policy == "block":
         # Nothing lost anywhere: the slowest output set the pace.
         for s in (fast, slow, stalled):
-            assert bytes(s.data) == data, f"output :{s.port} lost or changed bytes"
+            check_all(f, s, data)
             assert line(s)["end"] == "shutdown"
         # The reconnected output starts at a record boundary and then gets
         # every record to the end.
         seq = [i for _, i in parse_records(again.data)]
         assert seq and seq == list(range(seq[0], N_RECORDS))
     elif policy == "disconnect":
-        assert bytes(fast.data) == data
+        check_all(f, fast, data)
         assert line(fast)["end"] == "shutdown"
         # The stalled output was closed for lagging; it got an unchanged
         # prefix of the stream (its last record may be cut).
         assert line(stalled)["end"] == "lag"
-        assert len(stalled.data) < len(data) and data.startswith(bytes(stalled.data))
+        assert len(stalled.data) < len(data)
+        check_prefix(f, stalled, data)
         # The slow one got everything, or was closed for lag with a prefix.
         if line(slow)["end"] == "lag":
-            assert data.startswith(bytes(slow.data))
+            check_prefix(f, slow, data)
         else:
-            assert bytes(slow.data) == data
+            check_all(f, slow, data)
         assert data.find(bytes(again.data)) >= 0
     else:  # drop
         total_dropped = 0
