@@ -5,7 +5,9 @@
  * Exit status: 0 after a shutdown or a good check, 1 for an invalid
  * configuration or a failed start, 2 for a usage error.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -19,6 +21,7 @@
 #include "admin/admin.h"
 #include "buf/pool.h"
 #include "config/config.h"
+#include "config/parse.h"
 #include "core/log.h"
 #include "core/notify.h"
 #include "core/privdrop.h"
@@ -293,8 +296,8 @@ static void apply_overrides(struct config *cfg, const struct cli *o)
 		socklen_t len;
 		bool wildcard;
 		int r = parse_address(o->admin, &ss, &len, &wildcard);
-		if (r == -EHOSTUNREACH)
-			fail("--admin \"%s\": host names are not supported yet", o->admin);
+		if (r == -EHOSTUNREACH) /* a host name: resolved like the file's */
+			len = 0, wildcard = false;
 		char *text = strdup(o->admin);
 		if (!text)
 			fail("out of memory");
@@ -389,9 +392,9 @@ static struct config *build_config(char *err, size_t len)
 
 /* --- host names -------------------------------------------------------- */
 
-/* One resolver thread for the host names of backends and mirrors; it wakes
- * worker 0 when their addresses change, and worker 0 rebuilds the backends
- * as a reload would. */
+/* One resolver thread for the host names of every address of the file
+ * (listeners, backends, mirrors, fan-out peers, admin); it wakes worker 0
+ * when their addresses change, and worker 0 rebuilds as a reload would. */
 static struct resolver *resolver;
 static char **dns_names;
 static size_t n_dns_names;
@@ -447,7 +450,21 @@ static int dns_setup(const struct config *cfg, bool wait, char *err, size_t len)
 		for (size_t j = 0; j < c->n_mirrors; j++)
 			if (add_name(&names, &n, &c->mirrors[j].addr) < 0)
 				goto nomem;
+		const struct {
+			const struct cfg_addr *a;
+			size_t n;
+		} lists[] = {{c->listen, c->n_listen},
+		             {c->inputs.listen, c->inputs.n_listen},
+		             {c->inputs.connect, c->inputs.n_connect},
+		             {c->outputs.listen, c->outputs.n_listen},
+		             {c->outputs.connect, c->outputs.n_connect}};
+		for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++)
+			for (size_t j = 0; j < lists[k].n; j++)
+				if (add_name(&names, &n, &lists[k].a[j]) < 0)
+					goto nomem;
 	}
+	if (cfg->admin.enabled && add_name(&names, &n, &cfg->admin.listen) < 0)
+		goto nomem;
 	bool same = n == n_dns_names;
 	for (size_t i = 0; same && i < n; i++)
 		same = strcmp(names[i], dns_names[i]) == 0;
@@ -486,6 +503,136 @@ nomem:
 	return -1;
 }
 
+/* The resolver's latest answer for a's host name ("name:port"), and the
+ * port written after it. */
+static const struct resolve_entry *resolved_entry(const struct cfg_addr *a, unsigned *port)
+{
+	const struct resolve_result *res = relay_resolved();
+	const char *colon = strrchr(a->text, ':');
+	if (!res || !colon || colon == a->text || colon - a->text > RESOLVE_NAME_MAX)
+		return NULL;
+	char host[RESOLVE_NAME_MAX + 1];
+	memcpy(host, a->text, (size_t)(colon - a->text));
+	host[colon - a->text] = '\0';
+	if (port)
+		*port = (unsigned)strtoul(colon + 1, NULL, 10);
+	return resolve_result_find(res, host);
+}
+
+/* Replaces each host name in a (n entries) by every address it resolved to
+ * (none before its first answer), as "name:port@address" like a backend's.
+ * The new array and its texts belong to cfg, as the old ones did.  -1 on
+ * OOM (the list unchanged). */
+static int expand_list(struct cfg_addr **a, size_t *n)
+{
+	size_t names = 0, total = 0;
+	for (size_t i = 0; i < *n; i++) {
+		if ((*a)[i].salen) {
+			total++;
+			continue;
+		}
+		names++;
+		const struct resolve_entry *e = resolved_entry(&(*a)[i], NULL);
+		total += e ? e->n_addrs : 0;
+	}
+	if (names == 0)
+		return 0;
+	struct cfg_addr *out = calloc(total ? total : 1, sizeof(*out));
+	if (!out)
+		return -1;
+	size_t k = 0;
+	for (size_t i = 0; i < *n; i++) {
+		const struct cfg_addr *src = &(*a)[i];
+		if (src->salen) {
+			out[k] = *src;
+			if (!(out[k++].text = strdup(src->text)))
+				goto nomem;
+			continue;
+		}
+		unsigned port = 0;
+		const struct resolve_entry *e = resolved_entry(src, &port);
+		for (size_t j = 0; e && j < e->n_addrs; j++) {
+			struct cfg_addr *o = &out[k++];
+			o->sa = e->addrs[j];
+			if (o->sa.ss_family == AF_INET) {
+				((struct sockaddr_in *)&o->sa)->sin_port = htons((uint16_t)port);
+				o->salen = sizeof(struct sockaddr_in);
+			} else {
+				((struct sockaddr_in6 *)&o->sa)->sin6_port = htons((uint16_t)port);
+				o->salen = sizeof(struct sockaddr_in6);
+			}
+			char ip[ADDR_STRLEN];
+			addr_format((struct sockaddr *)&o->sa, ip, sizeof(ip));
+			char *c = strrchr(ip, ':');
+			if (c)
+				*c = '\0';
+			if (asprintf(&o->text, "%s@%s", src->text, ip) < 0) {
+				o->text = NULL;
+				goto nomem;
+			}
+		}
+	}
+	for (size_t i = 0; i < *n; i++)
+		free((*a)[i].text);
+	free(*a);
+	*a = out;
+	*n = k;
+	return 0;
+nomem:
+	for (size_t i = 0; i < k; i++)
+		free(out[i].text);
+	free(out);
+	return -1;
+}
+
+/* Host names in listen addresses, fan-out peers and the admin address
+ * become the addresses they resolved to (backends and mirrors are expanded
+ * by the relay, which keeps their names for drain and metrics). */
+static int expand_hosts(struct config *cfg, char *err, size_t len)
+{
+	for (size_t i = 0; i < cfg->n_services; i++) {
+		struct cfg_service *c = &cfg->services[i];
+		if (expand_list(&c->listen, &c->n_listen) < 0 ||
+		    expand_list(&c->inputs.listen, &c->inputs.n_listen) < 0 ||
+		    expand_list(&c->inputs.connect, &c->inputs.n_connect) < 0 ||
+		    expand_list(&c->outputs.listen, &c->outputs.n_listen) < 0 ||
+		    expand_list(&c->outputs.connect, &c->outputs.n_connect) < 0)
+			goto nomem;
+	}
+	if (cfg->admin.enabled && cfg->admin.listen.salen == 0) {
+		/* one address: the first it resolved to */
+		const struct resolve_entry *e = resolved_entry(&cfg->admin.listen, NULL);
+		if (!e || e->n_addrs == 0) {
+			snprintf(err, len, "admin.listen: host name %s has no address",
+			         cfg->admin.listen.text);
+			return -1;
+		}
+		struct cfg_addr *one = malloc(sizeof(*one));
+		if (!one)
+			goto nomem;
+		size_t n = 1;
+		one[0] = cfg->admin.listen;
+		if (!(one[0].text = strdup(cfg->admin.listen.text))) {
+			free(one);
+			goto nomem;
+		}
+		if (expand_list(&one, &n) < 0) {
+			free(one[0].text);
+			free(one);
+			goto nomem;
+		}
+		free(cfg->admin.listen.text);
+		cfg->admin.listen = one[0];
+		for (size_t j = 1; j < n; j++)
+			free(one[j].text);
+		free(one);
+	}
+	return 0;
+nomem:
+	snprintf(err, len, "out of memory");
+	return -1;
+}
+
 /* SIGHUP on worker 0, or new DNS answers: a new generation, or the old one
  * kept with the reason logged.  The command line's overrides still win. */
 static void reload(bool from_dns)
@@ -506,7 +653,8 @@ static void reload(bool from_dns)
 		notify_reloading(); /* systemd: reloading until the next READY=1 */
 	struct config *next = build_config(err, sizeof(err));
 	int r = next ? 0 : -1;
-	if (next && !from_dns && dns_setup(next, false, err, sizeof(err)) < 0) {
+	if (next && ((!from_dns && dns_setup(next, false, err, sizeof(err)) < 0) ||
+	             expand_hosts(next, err, sizeof(err)) < 0)) {
 		config_free(next);
 		r = -1;
 	}
@@ -524,8 +672,7 @@ static void reload(bool from_dns)
 	}
 	if (health_reload(health, workers[0].relay.cur->sh, err, sizeof(err)) < 0)
 		log_msg(LOG_ERROR, "reload", "health checks keep the old configuration: %s", err);
-	if (!from_dns)
-		fanout_group_reload(&workers[0].fanouts, workers[0].relay.cfg, &workers[0].eng);
+	fanout_group_reload(&workers[0].fanouts, workers[0].relay.cfg, &workers[0].eng);
 	const struct config *cfg = workers[0].relay.cfg;
 	privdrop_reload_check(cfg->user, cfg->group);
 	log_setup(opts.has_level ? opts.level : cfg->log.level,
@@ -726,7 +873,7 @@ int main(int argc, char **argv)
 		n_workers = n > 0 ? (unsigned)n : 1;
 	}
 	main_thread = pthread_self();
-	if (dns_setup(cfg, true, err, sizeof(err)) < 0)
+	if (dns_setup(cfg, true, err, sizeof(err)) < 0 || expand_hosts(cfg, err, sizeof(err)) < 0)
 		fail("%s", err);
 	struct relay_shared *shared;
 	if (relay_shared_create(cfg, &shared, err, sizeof(err)) < 0)

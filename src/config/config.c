@@ -1451,29 +1451,15 @@ static int validate(struct loader *ld)
  * supported yet" list of docs/configuration.md, and its test).
  * ======================================================================== */
 
-static int unsupported_addrs(struct loader *ld, const struct cfg_addr *a, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (a[i].salen == 0)
-			return fail_field(ld, &a[i], NULL, "address",
-			                  "host names are not supported yet");
-	return 0;
-}
-
+/* Every address may be a host name: main resolves them without blocking
+ * the loop (backends and mirrors through the relay, the others by
+ * expanding the lists). */
 static int reject_unsupported_service(struct loader *ld, struct cfg_service *s)
 {
-
-	if (unsupported_addrs(ld, s->listen, s->n_listen) < 0)
-		return -1;
 	if (s->mode == MODE_FANOUT && s->accept_proxy_protocol)
-		return fail_field(ld, &s->accept_proxy_protocol, s, "accept_proxy_protocol",
-		                  "accepting PROXY headers in a fan-out service is not supported yet");
-	/* Backends and mirrors may be host names: resolved at run time. */
-	if (unsupported_addrs(ld, s->inputs.listen, s->inputs.n_listen) < 0 ||
-	    unsupported_addrs(ld, s->inputs.connect, s->inputs.n_connect) < 0 ||
-	    unsupported_addrs(ld, s->outputs.listen, s->outputs.n_listen) < 0 ||
-	    unsupported_addrs(ld, s->outputs.connect, s->outputs.n_connect) < 0)
-		return -1;
+		return fail_field(
+		    ld, &s->accept_proxy_protocol, s, "accept_proxy_protocol",
+		    "accepting PROXY headers in a fan-out service is not supported yet");
 	return 0;
 }
 
@@ -1481,8 +1467,6 @@ static int reject_unsupported(struct loader *ld)
 {
 	struct config *cfg = ld->cfg;
 
-	if (cfg->admin.enabled && unsupported_addrs(ld, &cfg->admin.listen, 1) < 0)
-		return -1;
 	for (size_t i = 0; i < cfg->n_services; i++)
 		if (reject_unsupported_service(ld, &cfg->services[i]) < 0)
 			return -1;

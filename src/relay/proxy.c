@@ -1547,6 +1547,11 @@ void relay_set_resolved(struct resolve_result *res)
 	g_resolved = res;
 }
 
+const struct resolve_result *relay_resolved(void)
+{
+	return g_resolved;
+}
+
 /* Splits "name:port" (a host name as written) into its parts. */
 static int split_name(const char *text, char *host, size_t hostlen, unsigned *port)
 {

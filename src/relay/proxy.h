@@ -220,6 +220,8 @@ bool relay_reload_busy(struct relay **workers, unsigned n);
  * them: every address of a name is a backend "name:port@address". */
 struct resolve_result;
 void relay_set_resolved(struct resolve_result *res);
+/* The set relay_set_resolved() gave (NULL before any); worker 0's thread. */
+const struct resolve_result *relay_resolved(void);
 
 /* In each worker's loop: switches to a pending generation, if any. */
 void relay_apply_pending(struct relay *r);

@@ -197,7 +197,11 @@ def test_proxy_service_without_backends(tmp_path):
 # --- features of later issues ---------------------------------------------------
 
 NOT_YET = {
-    "listen host name": (SVC.replace("127.0.0.1:8080", "localhost:8080") + BACKEND, "listen"),
+    "fan-out accept_proxy_protocol": (
+        "services:\n  - name: feed\n    mode: fanout\n    listen: [\"127.0.0.1:7000\"]\n"
+        "    accept_proxy_protocol: true\n    inputs:\n      from: [\"127.0.0.1\"]\n"
+        "    outputs:\n      from: [\"127.0.0.2\"]\n",
+        "accept_proxy_protocol"),
 }
 
 

@@ -163,3 +163,79 @@ def test_drain_by_name_drains_every_address(ferry, dns, taggers):
 
 def a_addr(port):
     return f"127.0.0.1:{port}"
+
+
+def test_listen_host_name_listens_on_every_address(ferry, dns, taggers):
+    """A host name in a listen address: ferry listens on every address it
+    resolves to, and follows it when it changes (the listener of an address
+    that went away closes; connections on it live on).  admin.listen may be
+    a name too."""
+    port, a, b = taggers
+    lport, aport = free_port(), free_port()
+    dns.set({"front.test": {"A": ["127.0.0.1", "127.0.0.2"]},
+             "adm.test": {"A": ["127.0.0.1"]}})
+    f = ferry(config={"resolve_interval": "200ms", "admin": {"listen": f"adm.test:{aport}"},
+                      "services": [service([a_addr(port)], listen=[f"front.test:{lport}"])]},
+              env={"FERRY_DNS_SERVER": dns.server})
+    assert tag_of(("127.0.0.1", lport)) == "a"
+    assert tag_of(("127.0.0.2", lport)) == "a"
+    with connect(("127.0.0.1", aport), timeout=T(5)) as c:
+        c.sendall(b"GET /status HTTP/1.0\r\n\r\n")
+        assert c.recv(12).startswith(b"HTTP/1.")
+    live = connect(("127.0.0.1", lport), timeout=T(10))
+    assert live.recv(2) == b"a\n"
+
+    dns.set({"front.test": {"A": ["127.0.0.2"]}, "adm.test": {"A": ["127.0.0.1"]}})
+
+    def refused():
+        try:
+            socket.create_connection(("127.0.0.1", lport), timeout=T(2)).close()
+            return False
+        except ConnectionRefusedError:
+            return True
+    wait_until(refused, T(10), "the listener of the address that went away closed")
+    assert tag_of(("127.0.0.2", lport)) == "a"
+    live.sendall(b"x")
+    live.shutdown(socket.SHUT_WR)
+    live.settimeout(T(10))
+    assert live.recv(1) == b""
+    live.close()
+
+
+def test_fanout_dials_every_address_of_a_name(ferry, dns):
+    """outputs.connect with a host name: ferry dials every address it
+    resolves to, and each gets the input's bytes."""
+    from test_fanout_basic import connected, fanout_config, hostport, port_addr
+    from helpers import payload, sha
+    sport = free_port()
+    sinks = []
+    for host in ("127.0.0.1", "127.0.0.2"):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, sport))
+        s.listen(4)
+        sinks.append(s)
+    dns.set({"sink.test": {"A": ["127.0.0.1", "127.0.0.2"]}})
+    pi = port_addr()
+    f = ferry(fanout_config("raw", inputs={"listen": [pi]},
+                            outputs={"connect": [f"sink.test:{sport}"]}),
+              env={"FERRY_DNS_SERVER": dns.server})
+    conns = []
+    for s in sinks:
+        s.settimeout(T(10))
+        conns.append(s.accept()[0])
+    connected(f, "output", 2, via="connect")
+    data = payload(500_000, seed=9)
+    with connect(hostport(pi)) as inp:
+        inp.sendall(data)
+    for c in conns:
+        c.settimeout(T(10))
+        got = b""
+        while len(got) < len(data):
+            d = c.recv(65536)
+            assert d, "closed early"
+            got += d
+        assert sha(got) == sha(data)
+        c.close()
+    for s in sinks:
+        s.close()

@@ -306,9 +306,10 @@ static void test_range_edges_accepted(void **state)
 static void test_mirrors_values(void **state)
 {
 	(void)state;
-	struct config *cfg = load_ok(BASE "    mirrors:\n      - address: 127.0.0.1:9100\n"
-	                                  "        on_lag: block\n        sample: 25%\n"
-	                                  "        max_lag: 1MiB\n      - address: 127.0.0.1:9101\n");
+	struct config *cfg =
+	    load_ok(BASE "    mirrors:\n      - address: 127.0.0.1:9100\n"
+	                 "        on_lag: block\n        sample: 25%\n"
+	                 "        max_lag: 1MiB\n      - address: 127.0.0.1:9101\n");
 	const struct cfg_service *s = &cfg->services[0];
 	assert_int_equal(s->n_mirrors, 2);
 	assert_string_equal(s->mirrors[0].addr.text, "127.0.0.1:9100");
@@ -747,14 +748,12 @@ static const struct err_case err_cases[] = {
      "ferry.yaml:1:7: user: no such user \"4294967295\" in the user database"},
 
     /* --- not supported yet (reject_unsupported) ---------------------- */
-    {"admin_host_name", "admin:\n  listen: admin.example:9901\n" BASE,
-     "ferry.yaml:2:11: admin.listen: host names are not supported yet"},
-    {"unsupported_listen_host_name",
-     "services:\n  - name: web\n    listen: [\"localhost:8080\"]\n    backends:\n"
-     "      - address: 127.0.0.1:9001\n",
-     "ferry.yaml:3:14: services[0].listen[0]: host names are not supported yet"},
-    {"unsupported_admin_host_name", "admin:\n  listen: localhost:9901\n" BASE,
-     "ferry.yaml:2:11: admin.listen: host names are not supported yet"},
+    {"fanout_accept_proxy_protocol",
+     "services:\n  - name: feed\n    mode: fanout\n    listen: [\"127.0.0.1:7000\"]\n"
+     "    accept_proxy_protocol: true\n    inputs:\n      from: [\"127.0.0.1\"]\n"
+     "    outputs:\n      from: [\"127.0.0.2\"]\n",
+     "ferry.yaml:5:28: services[0].accept_proxy_protocol: accepting PROXY headers in a "
+     "fan-out service is not supported yet"},
     {"validation_before_unsupported", "engine: io_uring\n" BASE "        weight: 0\n",
      "ferry.yaml:7:17: services[0].backends[0].weight: 0 is out of range (expected 1..256)"},
 };
