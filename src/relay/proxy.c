@@ -74,6 +74,7 @@ struct half {
 	struct pipe_buf *pipe; /* splice path: the bytes wait in this pipe */
 	uint32_t splice_out;   /* bytes of the pipe being sent */
 	bool recv_armed;
+	bool bulk; /* a receive filled a whole buffer: splice from now on */
 	bool eof;  /* the source sent FIN */
 	bool shut; /* FIN passed on to the destination */
 	uint64_t received;
@@ -415,8 +416,11 @@ static struct buf *pp_header(struct session *s)
 }
 
 /* Asks for the next bytes from `side` when its half has room.  Pass-through
- * halves splice through a pipe while they hold no buffers; a half holds bytes
- * either in buffers or in its pipe, never both, so order is kept. */
+ * halves splice through a pipe while they hold no buffers, once a receive has
+ * filled a whole buffer (as HAProxy's splice-auto: small request/response
+ * traffic costs fewer system calls in buffers, one recv and one send per
+ * message, than through a pipe); a half holds bytes either in buffers or in
+ * its pipe, never both, so order is kept. */
 static void arm_recv(struct session *s, enum side side)
 {
 	struct half *h = &s->h[side];
@@ -428,8 +432,10 @@ static void arm_recv(struct session *s, enum side side)
 	if (side == SIDE_CLIENT && !mirrors_have_room(s))
 		return; /* on_lag: block paces the client to its slowest mirror */
 	int r;
-	if (h->count == 0 && !s->mirrors && !pp_holds_splice(s) && engine_can_splice(eng)) {
-		if (h->pipe && h->pipe->bytes >= h->pipe->cap)
+	if (h->bulk && !s->mirrors && !pp_holds_splice(s) && engine_can_splice(eng)) {
+		/* Going over to the pipe: the buffers queued go out first
+		 * (on_sent arms again once they are sent). */
+		if (h->count > 0 || (h->pipe && h->pipe->bytes >= h->pipe->cap))
 			return;
 		r = engine_splice_in(eng, s->es[side], &h->pipe);
 	} else {
@@ -495,6 +501,8 @@ static void on_received(void *owner, int tag, struct buf *b, int res)
 	if (res > 0) {
 		h->q[h->count++] = b;
 		h->received += (uint64_t)res;
+		if ((size_t)res >= relay_of(s)->eng->pool->buf_size)
+			h->bulk = true;
 		if (side == SIDE_CLIENT)
 			for (struct mconn *mc = s->mirrors, *next; mc; mc = next) {
 				next = mc->next;
@@ -1371,8 +1379,10 @@ static void on_accepted(void *owner, int fd, const struct sockaddr *peer, sockle
 	s->next_progress = r->cfg->log.access_interval_ms
 	                       ? s->t_start + r->cfg->log.access_interval_ms
 	                       : UINT64_MAX;
+	/* Only an outgoing PROXY header names the address the client reached. */
 	socklen_t ll = sizeof(s->local);
-	if (getsockname(fd, &s->local.sa, &ll) == -1)
+	if ((c->proxy_protocol != PP_NONE || c->accept_proxy_protocol) &&
+	    getsockname(fd, &s->local.sa, &ll) == -1)
 		memset(&s->local, 0, sizeof(s->local));
 	r->active++;
 	svc->active++;
