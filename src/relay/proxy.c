@@ -479,8 +479,12 @@ static void pump(struct session *s, enum side src)
 	if (h->eof && !h->shut) {
 		h->shut = true;
 		/* ENOTCONN here means the peer is gone; its reset shows up as
-		 * a receive error, so nothing to do with the result. */
-		(void)engine_shutdown_wr(eng, s->es[dst]);
+		 * a receive error, so nothing to do with the result.  When the
+		 * other way is already shut, the session closes now and the
+		 * close sends this FIN (dst's end was read, so nothing unread
+		 * turns it into a reset): one system call less per connection. */
+		if (!s->h[dst].shut)
+			(void)engine_shutdown_wr(eng, s->es[dst]);
 		check_finished(s);
 	}
 }
