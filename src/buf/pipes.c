@@ -58,6 +58,8 @@ static struct pipe_buf *create_one(struct pipe_pool *pp)
 		p->rfd = fds[0];
 		p->wfd = fds[1];
 		p->bytes = 0;
+		p->held = 0;
+		p->returned = false;
 		pp->created++;
 		return p;
 	}
@@ -81,6 +83,10 @@ struct pipe_buf *pipes_get(struct pipe_pool *pp)
 
 void pipes_put(struct pipe_pool *pp, struct pipe_buf *p)
 {
+	if (p->held) {
+		p->returned = true;
+		return;
+	}
 	pp->in_use--;
 	if (p->bytes != 0) {
 		close(p->rfd);
@@ -90,4 +96,21 @@ void pipes_put(struct pipe_pool *pp, struct pipe_buf *p)
 		return;
 	}
 	pp->free[pp->nfree++] = p->idx;
+}
+
+void pipes_hold(struct pipe_buf *p)
+{
+	p->held++;
+}
+
+bool pipes_release(struct pipe_pool *pp, struct pipe_buf *p, bool reclaim)
+{
+	p->held--;
+	if (p->held || !p->returned)
+		return true;
+	p->returned = false;
+	if (reclaim)
+		return true;
+	pipes_put(pp, p);
+	return false;
 }

@@ -11,6 +11,7 @@
 #ifndef FERRY_BUF_PIPES_H
 #define FERRY_BUF_PIPES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,6 +20,8 @@ struct pipe_buf {
 	uint32_t bytes; /* held now: counted here, since EAGAIN is ambiguous */
 	uint32_t cap;   /* real capacity (F_GETPIPE_SZ) */
 	uint32_t idx;
+	uint16_t held; /* asynchronous engine operations using it (pipes_hold) */
+	bool returned; /* pipes_put() while held: the put waits for the release */
 };
 
 struct pipe_pool {
@@ -42,7 +45,19 @@ void pipes_fini(struct pipe_pool *pp);
  * had (cap reached, or pipe2() failed, e.g. EMFILE). */
 struct pipe_buf *pipes_get(struct pipe_pool *pp);
 
-/* Takes a pipe back; one still holding bytes is closed. */
+/* Takes a pipe back; one still holding bytes is closed.  A pipe that an
+ * engine operation still holds (pipes_hold) is only marked returned: the put
+ * happens at pipes_release(), so it is never lent twice. */
 void pipes_put(struct pipe_pool *pp, struct pipe_buf *p);
+
+/* An engine that moves bytes asynchronously (io_uring) holds a pipe while a
+ * kernel operation reads or writes it; the owner may give it back meanwhile
+ * (pipes_put).  pipes_release() ends one hold.  When the pipe was returned
+ * during the hold: with `reclaim` it stays lent (the engine hands it back to
+ * its owner, e.g. because bytes arrived in it) and true is returned;
+ * otherwise the deferred put happens now and false is returned.  A pipe that
+ * was not returned is untouched: true. */
+void pipes_hold(struct pipe_buf *p);
+bool pipes_release(struct pipe_pool *pp, struct pipe_buf *p, bool reclaim);
 
 #endif

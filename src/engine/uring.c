@@ -37,6 +37,19 @@
  * Sending: one sendmsg (MSG_WAITALL | MSG_NOSIGNAL) in flight per socket,
  * continued from where it stopped after a short completion.
  *
+ * Splicing (when the opcode probe has IORING_OP_SPLICE): io_uring always runs
+ * a splice in an io-wq worker, where an empty socket gives a final -EAGAIN, so
+ * splice_in first waits for POLLIN, then takes the pipe (*slot, or one from
+ * the pool; none: a buffer receive instead) and issues a SPLICE_F_NONBLOCK
+ * splice socket -> pipe.  -EAGAIN with bytes in the pipe means it is out of
+ * room: the receive waits until the owner arms it again after draining the
+ * pipe, as in epoll.c.  Bytes read ahead into buffers before the switch are
+ * delivered first, as `received`.  splice_out splices pipe -> socket at once
+ * and waits for POLLOUT after a short or -EAGAIN result, until all n bytes
+ * are sent.  A pipe is held (pipes_hold) while a splice writes it, so an owner
+ * giving it back meanwhile cannot have it lent twice; pipes are never held by
+ * an idle connection (hence no poll linked to the splice).
+ *
  * The sockets stay O_NONBLOCK (blocking ones would park an io-wq thread per
  * stalled request).  The price: when a polled request wakes without making
  * progress, io_uring punts it to io-wq, where O_NONBLOCK turns the retry into
@@ -128,6 +141,10 @@ enum uop {
 	OP_CONNECT,
 	OP_CONNECT_POLL, /* connect still in progress: wait for POLLOUT */
 	OP_CANCEL,
+	OP_SPIN_POLL,  /* splice_in: wait for POLLIN */
+	OP_SPIN,       /* splice_in: socket -> pipe */
+	OP_SPOUT_POLL, /* splice_out: wait for POLLOUT */
+	OP_SPOUT,      /* splice_out: pipe -> socket */
 };
 
 /* Socket state. */
@@ -146,6 +163,14 @@ enum {
 	S_SENDING = 1 << 11,
 	S_SEND_NOW = 1 << 12, /* nothing to send: complete from the loop */
 	S_CONNECTING = 1 << 13,
+	S_SPIN_WANT = 1 << 14,  /* splice_in asked: a `spliced` completion is owed */
+	S_SPIN_POLL = 1 << 15,  /* ...its POLLIN poll issued, CQE not seen */
+	S_SPIN_OP = 1 << 16,    /* ...its splice issued (in_pipe held), CQE not seen */
+	S_SPIN_FULL = 1 << 17,  /* ...the pipe is out of room: wait for splice_in */
+	S_SPOUT = 1 << 18,      /* the send is a splice from out_pipe */
+	S_SPOUT_POLL = 1 << 19, /* ...waiting for POLLOUT */
+	S_SPOUT_OP = 1 << 20,   /* ...its splice issued, CQE not seen */
+	S_SPIN_EOF = 1 << 21,   /* splice_in saw the end while S_SPOUT_OP: held */
 };
 
 /* Work for the next flush, turned into SQEs in this order. */
@@ -158,7 +183,12 @@ enum {
 	P_CONNECT_POLL = 1 << 5,
 	P_SEND = 1 << 6,
 	P_RECV = 1 << 7,
+	P_SPIN_POLL = 1 << 8,
+	P_SPIN = 1 << 9,
+	P_SPOUT_POLL = 1 << 10,
+	P_SPOUT = 1 << 11,
 };
+#define P_LAST P_SPOUT
 
 struct esock {
 	int fd;
@@ -183,6 +213,11 @@ struct esock {
 	struct iovec v[ENGINE_MAX_IOV];
 	socklen_t addrlen;
 	struct sockaddr_storage addr; /* connect target, stable until submitted */
+	/* splice mode */
+	struct pipe_buf **slot;    /* splice_in: the owner's pipe slot */
+	struct pipe_buf *in_pipe;  /* splice_in: the pipe its splice writes (held) */
+	bool in_took;              /* ...taken from the pool, not the owner's */
+	struct pipe_buf *out_pipe; /* splice_out: the pipe to drain */
 };
 
 struct sock_list {
@@ -212,8 +247,11 @@ struct uring {
 	uint32_t nbid_free;
 	uint32_t *qnext; /* receive queues: next pool index, by pool index */
 	bool in_overflow;
+	bool can_splice; /* IORING_OP_SPLICE in the opcode probe */
 	/* counters, logged at fini */
 	uint64_t overflows, nobufs, stale, short_sends, starved, eagain;
+	uint64_t spliced_in, spliced_out; /* bytes moved through pipes */
+	uint64_t spin_eagain, spin_full, spout_waits, splice_fallbacks;
 };
 
 static struct uring *u_of(struct engine *e)
@@ -426,6 +464,48 @@ static void accept_maybe_arm(struct uring *u, struct esock *s)
 {
 	if ((s->flags & (S_LISTEN | S_PAUSED | S_CLOSED | S_ACCEPT_ARMED)) == S_LISTEN)
 		push_pending(u, s, P_ACCEPT);
+}
+
+/* --- splice -------------------------------------------------------------- */
+
+/* Moves a splice_in along: bytes already read ahead into buffers (and an end
+ * after them) go first, as a `received`, so order is kept; a multishot recv
+ * still armed is cancelled and its last CQE awaited; otherwise POLLIN is
+ * awaited (the splice itself is issued when it fires: see on_spin_poll). */
+static void spin_kick(struct uring *u, struct esock *s)
+{
+	uint32_t f = s->flags;
+	if ((f & (S_SPIN_WANT | S_CLOSED)) != S_SPIN_WANT)
+		return;
+	if (s->rq_head || (f & S_RECV_END)) {
+		s->flags = (f & ~(uint32_t)(S_SPIN_WANT | S_SPIN_FULL)) | S_RECV_WANT;
+		push_ready(u, s);
+		return;
+	}
+	if (f & S_RECV_ARMED) {
+		if (!(f & S_RECV_CANCEL)) {
+			s->flags |= S_RECV_CANCEL;
+			push_pending(u, s, P_CANCEL_RECV);
+		}
+		return;
+	}
+	if ((f & (S_SPIN_POLL | S_SPIN_OP | S_SPIN_FULL | S_SPIN_EOF)) || s->in_pipe)
+		return;
+	push_pending(u, s, P_SPIN_POLL);
+}
+
+/* Ends the splice_in's hold on in_pipe without handing it to the owner: a
+ * pipe taken from the pool goes back, one the owner gave back meanwhile gets
+ * its deferred put, the owner's own stays where it is. */
+static void spin_drop_pipe(struct engine *e, struct esock *s)
+{
+	struct pipe_buf *p = s->in_pipe;
+	if (!p)
+		return;
+	s->in_pipe = NULL;
+	if (pipes_release(e->pipes, p, false) && s->in_took)
+		pipes_put(e->pipes, p);
+	s->in_took = false;
 }
 
 /* --- ring set-up (shared with the probe) --------------------------------- */
@@ -729,6 +809,17 @@ out:
 	return r;
 }
 
+/* IORING_OP_SPLICE is optional: without it connections use buffers. */
+static bool probe_splice(struct io_uring *ring)
+{
+	struct io_uring_probe *p = io_uring_get_probe_ring(ring);
+	if (!p)
+		return false;
+	bool ok = io_uring_opcode_supported(p, IORING_OP_SPLICE);
+	io_uring_free_probe(p);
+	return ok;
+}
+
 static int uring_probe(char *why, size_t len)
 {
 	struct io_uring ring;
@@ -743,9 +834,9 @@ static int uring_probe(char *why, size_t len)
 		r = probe_live(&ring, why, len);
 	if (r == 0)
 		snprintf(why, len,
-		         "usable: multishot accept, multishot recv, buf ring, cancel by fd, %s, "
+		         "usable: multishot accept, multishot recv, buf ring, cancel by fd%s, %s, "
 		         "features 0x%x%s",
-		         mode, ring.features,
+		         probe_splice(&ring) ? ", splice" : "", mode, ring.features,
 		         (ring.features & IORING_FEAT_RECVSEND_BUNDLE) ? " (bundles available)"
 		                                                       : "");
 	io_uring_queue_exit(&ring);
@@ -814,12 +905,14 @@ static int uring_init(struct engine *e, uint32_t max_socks)
 	u->nbid_free = u->br_entries;
 	u->br_target = u->br_entries < URING_RING_START ? u->br_entries : URING_RING_START;
 	u->valgrind = URING_ON_VALGRIND();
+	u->can_splice = probe_splice(&u->ring);
 	e->impl = u;
 	log_msg(LOG_DEBUG, "engine",
 	        "io_uring: %s, sq %u, cq %u, buffer ring %u x %zu bytes (%u lent at first), "
-	        "receive queue cap %d",
+	        "receive queue cap %d, splice %s",
 	        u->mode, u->ring.sq.ring_entries, u->ring.cq.ring_entries, u->br_entries,
-	        e->pool->buf_size, u->br_target, URING_RQ_CAP);
+	        e->pool->buf_size, u->br_target, URING_RQ_CAP,
+	        u->can_splice ? "supported" : "not supported");
 	return 0;
 }
 
@@ -906,6 +999,12 @@ static void uring_fini(struct engine *e)
 	        u->br_target, (unsigned long long)u->overflows, (unsigned long long)u->nobufs,
 	        (unsigned long long)u->starved, (unsigned long long)u->stale,
 	        (unsigned long long)u->short_sends, (unsigned long long)u->eagain);
+	log_msg(LOG_DEBUG, "engine",
+	        "io_uring: spliced in %llu bytes, out %llu bytes; splice_in EAGAIN %llu, "
+	        "pipe full %llu, no pipe (buffers) %llu; splice_out waits for POLLOUT %llu",
+	        (unsigned long long)u->spliced_in, (unsigned long long)u->spliced_out,
+	        (unsigned long long)u->spin_eagain, (unsigned long long)u->spin_full,
+	        (unsigned long long)u->splice_fallbacks, (unsigned long long)u->spout_waits);
 	uring_free(u);
 	e->impl = NULL;
 }
@@ -932,6 +1031,10 @@ static struct esock *uring_open(struct engine *e, int fd, const struct esock_cbs
 	s->owner = owner;
 	s->iov = NULL;
 	s->niov = 0;
+	s->slot = NULL;
+	s->in_pipe = NULL;
+	s->in_took = false;
+	s->out_pipe = NULL;
 	return s;
 }
 
@@ -1041,6 +1144,40 @@ static int uring_send(struct engine *e, struct esock *s, const struct iovec *iov
 	return 0;
 }
 
+static int uring_splice_in(struct engine *e, struct esock *s, struct pipe_buf **slot)
+{
+	struct uring *u = u_of(e);
+	if (s->flags & S_CLOSED)
+		return -EBADF;
+	if (!u->can_splice)
+		return uring_recv(e, s);
+	s->slot = slot;
+	/* No reading ahead into buffers from now on; called again after the
+	 * pipe drained, which ends a wait for room. */
+	s->flags = (s->flags & ~(uint32_t)(S_RECV_ON | S_SPIN_FULL)) | S_SPIN_WANT;
+	spin_kick(u, s);
+	return 0;
+}
+
+static int uring_splice_out(struct engine *e, struct esock *s, struct pipe_buf *p, uint32_t n)
+{
+	struct uring *u = u_of(e);
+	if (s->flags & S_CLOSED)
+		return -EBADF;
+	if (s->flags & S_SENDING)
+		return -EBUSY;
+	if (!u->can_splice || n == 0 || n > p->bytes || n > INT32_MAX)
+		return -EINVAL;
+	s->out_pipe = p;
+	s->iov = NULL;
+	s->niov = 0;
+	s->sent = 0;
+	s->total = n;
+	s->flags |= S_SENDING | S_SPOUT;
+	push_pending(u, s, P_SPOUT);
+	return 0;
+}
+
 static int uring_shutdown_wr(struct engine *e, struct esock *s)
 {
 	(void)e;
@@ -1070,6 +1207,9 @@ static void uring_close(struct engine *e, struct esock *s, bool reset)
 		setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	}
 	rq_drop(e, u, s);
+	/* A pipe taken for a splice not yet issued: nothing will end it. */
+	if (s->in_pipe && !(s->flags & S_SPIN_OP))
+		spin_drop_pipe(e, s);
 	s->flags = S_USED | S_CLOSED;
 	s->pend = 0;
 	s->iov = NULL;
@@ -1182,6 +1322,51 @@ static bool issue_one(struct uring *u, struct esock *s, uint16_t bit)
 		sqe_done(sqe, s, OP_RECV);
 		s->flags |= S_RECV_ARMED;
 		return true;
+	case P_SPIN_POLL:
+		if ((f & (S_SPIN_WANT | S_SPIN_POLL | S_SPIN_OP | S_SPIN_FULL | S_SPIN_EOF)) !=
+		        S_SPIN_WANT ||
+		    s->in_pipe)
+			return true;
+		if (!(sqe = sqe_for(u, s, OP_SPIN_POLL)))
+			return false;
+		io_uring_prep_poll_add(sqe, s->fd, POLLIN | POLLRDHUP);
+		sqe_done(sqe, s, OP_SPIN_POLL);
+		s->flags |= S_SPIN_POLL;
+		return true;
+	case P_SPIN: {
+		struct pipe_buf *p = s->in_pipe;
+		if (!p || (f & S_SPIN_OP))
+			return true;
+		if (!(sqe = sqe_for(u, s, OP_SPIN)))
+			return false;
+		/* Nonblocking: the data is there (POLLIN), and a full pipe
+		 * must come back as EAGAIN rather than park an io-wq worker. */
+		io_uring_prep_splice(sqe, s->fd, -1, p->wfd, -1, p->cap - p->bytes,
+		                     SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		sqe_done(sqe, s, OP_SPIN);
+		s->flags |= S_SPIN_OP;
+		return true;
+	}
+	case P_SPOUT_POLL:
+		if ((f & (S_SENDING | S_SPOUT | S_SPOUT_POLL)) != (S_SENDING | S_SPOUT))
+			return true;
+		if (!(sqe = sqe_for(u, s, OP_SPOUT_POLL)))
+			return false;
+		io_uring_prep_poll_add(sqe, s->fd, POLLOUT);
+		sqe_done(sqe, s, OP_SPOUT_POLL);
+		s->flags |= S_SPOUT_POLL;
+		return true;
+	case P_SPOUT:
+		if ((f & (S_SENDING | S_SPOUT | S_SPOUT_POLL)) != (S_SENDING | S_SPOUT))
+			return true;
+		if (!(sqe = sqe_for(u, s, OP_SPOUT)))
+			return false;
+		io_uring_prep_splice(sqe, s->out_pipe->rfd, -1, s->fd, -1,
+		                     (unsigned)(s->total - s->sent),
+		                     SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		sqe_done(sqe, s, OP_SPOUT);
+		s->flags |= S_SPOUT_OP;
+		return true;
 	}
 	return true;
 }
@@ -1205,7 +1390,7 @@ static void issue(struct uring *u, struct esock *s)
 		return;
 	}
 	uint16_t keep = 0;
-	for (uint16_t bit = P_CANCEL_ACCEPT; bit <= P_RECV; bit = (uint16_t)(bit << 1))
+	for (uint16_t bit = P_CANCEL_ACCEPT; bit <= P_LAST; bit = (uint16_t)(bit << 1))
 		if ((pend & bit) && !issue_one(u, s, bit))
 			keep |= bit;
 	if (keep)
@@ -1285,6 +1470,7 @@ static void on_recv(struct engine *e, struct uring *u, struct esock *s, int res,
 		recv_check_cap(u, s);
 	else
 		recv_maybe_arm(u, s);
+	spin_kick(u, s);
 }
 
 /* A connect came back unfinished (see the head comment): decide it from the
@@ -1340,6 +1526,160 @@ static void on_send(struct uring *u, struct esock *s, int res)
 	s->cbs->sent(s->owner, s->tag, res < 0 ? res : (int)s->total);
 }
 
+/* POLLIN for a splice_in: take the pipe now (*slot is read when the bytes
+ * move) and issue the splice; with no pipe to be had, receive into buffers
+ * instead, as epoll.c does. */
+static void on_spin_poll(struct engine *e, struct uring *u, struct esock *s, int res)
+{
+	s->flags &= ~(uint32_t)S_SPIN_POLL;
+	if (!(s->flags & S_SPIN_WANT))
+		return;
+	if (res < 0 && res != -ECANCELED && res != -EINTR && res != -EAGAIN) {
+		s->flags &= ~(uint32_t)S_SPIN_WANT;
+		s->cbs->spliced(s->owner, s->tag, res);
+		return;
+	}
+	if (res < 0) {
+		spin_kick(u, s);
+		return;
+	}
+	struct pipe_buf *p = *s->slot;
+	bool took = false;
+	if (!p) {
+		p = pipes_get(e->pipes);
+		if (!p) {
+			u->splice_fallbacks++;
+			s->flags = (s->flags & ~(uint32_t)S_SPIN_WANT) | S_RECV_ON | S_RECV_WANT;
+			recv_maybe_arm(u, s);
+			return;
+		}
+		took = true;
+	}
+	if (p->bytes >= p->cap) {
+		s->flags |= S_SPIN_FULL;
+		u->spin_full++;
+		return;
+	}
+	pipes_hold(p);
+	s->in_pipe = p;
+	s->in_took = took;
+	push_pending(u, s, P_SPIN);
+}
+
+/* Socket -> pipe done.  EAGAIN with bytes in the pipe means "out of room"
+ * (capacity is in pages, not bytes; see epoll.c): wait for the owner to arm
+ * again after draining it.  EAGAIN on an empty pipe: wait for POLLIN again. */
+static void on_spin(struct engine *e, struct uring *u, struct esock *s, int res)
+{
+	struct pipe_buf *p = s->in_pipe;
+	s->flags &= ~(uint32_t)S_SPIN_OP;
+	if (!p)
+		return;
+	if (res > 0) {
+		p->bytes += (uint32_t)res;
+		u->spliced_in += (uint64_t)res;
+		/* The owner may have given it back meanwhile: it gets it again. */
+		pipes_release(e->pipes, p, true);
+		s->in_pipe = NULL;
+		s->in_took = false;
+		*s->slot = p;
+		s->flags &= ~(uint32_t)S_SPIN_WANT;
+		s->cbs->spliced(s->owner, s->tag, res);
+		return;
+	}
+	bool full = !s->in_took && !p->returned && p->bytes > 0;
+	spin_drop_pipe(e, s);
+	if (res == -EAGAIN || res == -EINTR) {
+		if (full) {
+			s->flags |= S_SPIN_FULL;
+			u->spin_full++;
+		} else {
+			u->spin_eagain++;
+			spin_kick(u, s);
+		}
+		return;
+	}
+	if (res == 0 && (s->flags & S_SPOUT_OP)) {
+		/* A reset socket reads as the end once its error was taken,
+		 * and the splice_out running now in io-wq may be taking it:
+		 * hold the end until that splice reports (see on_spout). */
+		s->flags |= S_SPIN_EOF;
+		return;
+	}
+	s->flags &= ~(uint32_t)S_SPIN_WANT;
+	s->cbs->spliced(s->owner, s->tag, res);
+}
+
+/* Delivers an end that on_spin held while a splice_out was running. */
+static void spin_eof_flush(struct esock *s, uint32_t gen)
+{
+	if (!alive(s, gen) || !(s->flags & S_SPIN_EOF))
+		return;
+	s->flags &= ~(uint32_t)(S_SPIN_EOF | S_SPIN_WANT);
+	s->cbs->spliced(s->owner, s->tag, 0);
+}
+
+/* Pipe -> socket.  The pipe holds the bytes (counted), so EAGAIN or a short
+ * count is the socket's send buffer: wait for POLLOUT, then go on. */
+static void on_spout(struct uring *u, struct esock *s, int res)
+{
+	struct pipe_buf *p = s->out_pipe;
+	uint32_t gen = s->gen;
+	s->flags &= ~(uint32_t)S_SPOUT_OP;
+	if (res > 0) {
+		p->bytes -= (uint32_t)res;
+		s->sent += (size_t)res;
+		u->spliced_out += (uint64_t)res;
+		if (s->sent < s->total) {
+			u->spout_waits++;
+			push_pending(u, s, P_SPOUT_POLL);
+			spin_eof_flush(s, gen);
+			return;
+		}
+		res = (int)s->total;
+	} else if (res == -EAGAIN || res == -EINTR) {
+		u->spout_waits++;
+		push_pending(u, s, res == -EAGAIN ? P_SPOUT_POLL : P_SPOUT);
+		spin_eof_flush(s, gen);
+		return;
+	} else if (res == 0) {
+		res = -EPIPE; /* the pipe holds bytes: no progress, do not spin */
+	}
+	s->flags &= ~(uint32_t)(S_SENDING | S_SPOUT);
+	s->out_pipe = NULL;
+	s->cbs->sent(s->owner, s->tag, res);
+	/* After an error the owner has closed s (a reset): the end is moot. */
+	spin_eof_flush(s, gen);
+}
+
+static void on_spout_poll(struct uring *u, struct esock *s, int res)
+{
+	s->flags &= ~(uint32_t)S_SPOUT_POLL;
+	if (res >= 0 || res == -ECANCELED || res == -EINTR || res == -EAGAIN) {
+		/* POLLERR or POLLHUP too: the splice reports the error. */
+		push_pending(u, s, P_SPOUT);
+		return;
+	}
+	s->flags &= ~(uint32_t)(S_SENDING | S_SPOUT);
+	s->out_pipe = NULL;
+	s->cbs->sent(s->owner, s->tag, res);
+}
+
+/* A splice CQE for a closed socket: keep the pipe's count right (its owner
+ * closes a pipe that holds bytes) and end the hold. */
+static void splice_closed_cqe(struct engine *e, struct esock *s, enum uop op, int res)
+{
+	if (op == OP_SPIN && s->in_pipe) {
+		if (res > 0)
+			s->in_pipe->bytes += (uint32_t)res;
+		spin_drop_pipe(e, s);
+	} else if (op == OP_SPOUT && s->out_pipe) {
+		if (res > 0)
+			s->out_pipe->bytes -= (uint32_t)res;
+		s->out_pipe = NULL;
+	}
+}
+
 /* A completion for a socket the owner closed: give back what it carries,
  * close the descriptor once the last one is in, and cancel again when
  * something survived the first cancel. */
@@ -1381,6 +1721,7 @@ static void handle_cqe(struct engine *e, struct uring *u, uint64_t ud, int res, 
 	if (s->flags & S_CLOSED) {
 		if (b)
 			buf_unref(b);
+		splice_closed_cqe(e, s, d.op, res);
 		on_closed_cqe(u, s, d.op, res, more);
 		return;
 	}
@@ -1398,6 +1739,18 @@ static void handle_cqe(struct engine *e, struct uring *u, uint64_t ud, int res, 
 	case OP_CONNECT:
 	case OP_CONNECT_POLL:
 		on_connect(u, s, d.op, res);
+		break;
+	case OP_SPIN_POLL:
+		on_spin_poll(e, u, s, res);
+		break;
+	case OP_SPIN:
+		on_spin(e, u, s, res);
+		break;
+	case OP_SPOUT_POLL:
+		on_spout_poll(u, s, res);
+		break;
+	case OP_SPOUT:
+		on_spout(u, s, res);
 		break;
 	case OP_CANCEL:
 	default:
@@ -1554,6 +1907,8 @@ const struct engine_vt engine_uring = {
     .connect = uring_connect,
     .recv = uring_recv,
     .send = uring_send,
+    .splice_in = uring_splice_in,
+    .splice_out = uring_splice_out,
     .shutdown_wr = uring_shutdown_wr,
     .close = uring_close,
     .fd = uring_fd,

@@ -67,12 +67,50 @@ static void test_disabled(void **state)
 	pipes_fini(&pp);
 }
 
+/* A pipe an engine operation holds is not lent again when its owner gives it
+ * back meanwhile: the put waits for the release, or the engine reclaims it. */
+static void test_held_pipe(void **state)
+{
+	(void)state;
+	struct pipe_pool pp;
+	assert_int_equal(pipes_init(&pp, 2, 0), 0);
+	struct pipe_buf *p = pipes_get(&pp);
+	assert_non_null(p);
+	/* Not returned during the hold: untouched. */
+	pipes_hold(p);
+	assert_true(pipes_release(&pp, p, false));
+	assert_int_equal(pp.in_use, 1);
+	/* Returned during the hold, released without reclaim: put then. */
+	pipes_hold(p);
+	pipes_put(&pp, p);
+	assert_int_equal(pp.in_use, 1);
+	assert_int_equal(pp.nfree, 0);
+	struct pipe_buf *q = pipes_get(&pp);
+	assert_ptr_not_equal(q, p); /* a new one, never the held one */
+	assert_false(pipes_release(&pp, p, false));
+	assert_int_equal(pp.in_use, 1);
+	assert_int_equal(pp.nfree, 1);
+	/* Returned during the hold, reclaimed: still lent. */
+	struct pipe_buf *r = pipes_get(&pp);
+	assert_ptr_equal(r, p);
+	pipes_hold(r);
+	pipes_put(&pp, r);
+	assert_true(pipes_release(&pp, r, true));
+	assert_int_equal(pp.in_use, 2);
+	assert_false(r->returned);
+	pipes_put(&pp, r);
+	pipes_put(&pp, q);
+	assert_int_equal(pp.in_use, 0);
+	pipes_fini(&pp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_lazy_and_capped),
 	    cmocka_unit_test(test_dirty_pipe_closed),
 	    cmocka_unit_test(test_disabled),
+	    cmocka_unit_test(test_held_pipe),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
