@@ -13,8 +13,7 @@
  *     input and an output, every string is set, the values of ranged keys
  *     are within their ranges, CIDR prefixes fit their family, and every
  *     numeric address formats and parses back to the same socket address
- *     (listen addresses are never host names: only backends and mirrors
- *     may be).
+ *     (a host name, allowed in every address, keeps its text).
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -37,9 +36,9 @@ static void check_name(const char *s)
 			fuzz_fail("service name with byte 0x%02x", (unsigned char)*s);
 }
 
-/* A numeric address formats and parses back to itself; a host name (allowed
- * only where may_be_name) keeps its text. */
-static void check_addr(const struct cfg_addr *a, bool may_be_name, const char *what)
+/* A numeric address formats and parses back to itself; a host name keeps
+ * its text. */
+static void check_addr(const struct cfg_addr *a, const char *what)
 {
 	char text[ADDR_STRLEN];
 	struct sockaddr_storage ss;
@@ -49,8 +48,8 @@ static void check_addr(const struct cfg_addr *a, bool may_be_name, const char *w
 	if (!a->text)
 		fuzz_fail("%s: address without text", what);
 	if (a->salen == 0) {
-		if (!may_be_name)
-			fuzz_fail("%s: host name \"%s\" accepted", what, a->text);
+		if (!*a->text || !strchr(a->text, ':'))
+			fuzz_fail("%s: host name \"%s\" without a port", what, a->text);
 		return;
 	}
 	if (a->sa.ss_family != AF_INET && a->sa.ss_family != AF_INET6)
@@ -65,12 +64,12 @@ static void check_addr(const struct cfg_addr *a, bool may_be_name, const char *w
 		          text);
 }
 
-static void check_addrs(const struct cfg_addr *a, size_t n, bool may_be_name, const char *what)
+static void check_addrs(const struct cfg_addr *a, size_t n, const char *what)
 {
 	if (n && !a)
 		fuzz_fail("%s: %zu addresses, no array", what, n);
 	for (size_t i = 0; i < n; i++)
-		check_addr(&a[i], may_be_name, what);
+		check_addr(&a[i], what);
 }
 
 static void check_cidrs(const struct cidr *c, size_t n, const char *what)
@@ -88,14 +87,14 @@ static void check_cidrs(const struct cidr *c, size_t n, const char *what)
 static void check_role(const struct cfg_role *r, const char *what)
 {
 	check_cidrs(r->from, r->n_from, what);
-	check_addrs(r->listen, r->n_listen, false, what);
-	check_addrs(r->connect, r->n_connect, false, what);
+	check_addrs(r->listen, r->n_listen, what);
+	check_addrs(r->connect, r->n_connect, what);
 }
 
 static void check_service(const struct cfg_service *s)
 {
 	check_name(s->name);
-	check_addrs(s->listen, s->n_listen, false, "listen");
+	check_addrs(s->listen, s->n_listen, "listen");
 	check_cidrs(s->allow, s->n_allow, "allow");
 	check_cidrs(s->deny, s->n_deny, "deny");
 	if (s->mode == MODE_PROXY) {
@@ -103,14 +102,14 @@ static void check_service(const struct cfg_service *s)
 			fuzz_fail("proxy service %s: %zu listen, %zu backends", s->name,
 			          s->n_listen, s->n_backends);
 		for (size_t i = 0; i < s->n_backends; i++) {
-			check_addr(&s->backends[i].addr, true, "backend");
+			check_addr(&s->backends[i].addr, "backend");
 			if (s->backends[i].weight < 1 || s->backends[i].weight > 256)
 				fuzz_fail("backend weight %u", s->backends[i].weight);
 		}
 		for (size_t i = 0; i < s->n_mirrors; i++) {
 			const struct cfg_mirror *m = &s->mirrors[i];
 
-			check_addr(&m->addr, true, "mirror");
+			check_addr(&m->addr, "mirror");
 			if (m->sample < 1 || m->sample > 100 || m->max_lag < 1)
 				fuzz_fail("mirror sample %u max_lag %llu", m->sample,
 				          (unsigned long long)m->max_lag);
@@ -151,7 +150,7 @@ static void check_config(const struct config *cfg)
 	    cfg->buffer_size > 16u << 20 || cfg->resolve_interval_ms < 100)
 		fuzz_fail("top-level value out of range");
 	if (cfg->admin.enabled)
-		check_addr(&cfg->admin.listen, false, "admin.listen");
+		check_addr(&cfg->admin.listen, "admin.listen");
 	if (cfg->n_services == 0 || !cfg->services)
 		fuzz_fail("a config without services");
 	for (size_t i = 0; i < cfg->n_services; i++) {
