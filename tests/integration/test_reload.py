@@ -159,6 +159,8 @@ def test_reload_loop_under_load_breaks_nothing(ferry, servers):
         time.sleep(0.05)
     for t in threads:
         t.join(T(60))
+    print(f"reload under load: {reloads} reloads, {n_conns} connections, "
+          f"{len(errors)} broken")
     assert not errors, errors[:5]
     assert len(done) == n_conns
     assert reloads >= 5, reloads
