@@ -74,9 +74,10 @@ struct half {
 	struct pipe_buf *pipe; /* splice path: the bytes wait in this pipe */
 	uint32_t splice_out;   /* bytes of the pipe being sent */
 	bool recv_armed;
-	bool bulk; /* a receive filled a whole buffer: splice from now on */
-	bool eof;  /* the source sent FIN */
-	bool shut; /* FIN passed on to the destination */
+	bool bulk;     /* a receive filled a whole buffer: splice from now on */
+	bool eof_held; /* end of stream seen while a send to this side was in flight */
+	bool eof;      /* the source sent FIN */
+	bool shut;     /* FIN passed on to the destination */
 	uint64_t received;
 	uint64_t sent;
 };
@@ -425,7 +426,8 @@ static void arm_recv(struct session *s, enum side side)
 {
 	struct half *h = &s->h[side];
 	struct engine *eng = relay_of(s)->eng;
-	if (s->state == S_CLOSED || h->recv_armed || h->eof || h->count >= RELAY_WINDOW)
+	if (s->state == S_CLOSED || h->recv_armed || h->eof || h->eof_held ||
+	    h->count >= RELAY_WINDOW)
 		return;
 	if (side == SIDE_BACKEND && s->state != S_ESTABLISHED)
 		return;
@@ -520,6 +522,15 @@ static void on_received(void *owner, int tag, struct buf *b, int res)
 		return;
 	}
 	if (res == 0) {
+		/* After a reset, whichever operation runs first takes the
+		 * socket's error and a receive after it reads a plain end of
+		 * stream.  With a send to this side in flight (io_uring runs
+		 * both at once) its result decides: a reset, or a real FIN. */
+		const struct half *to = &s->h[side == SIDE_CLIENT ? SIDE_BACKEND : SIDE_CLIENT];
+		if (to->inflight || to->splice_out) {
+			h->eof_held = true;
+			return;
+		}
 		h->eof = true;
 		if (side == SIDE_CLIENT)
 			for (struct mconn *mc = s->mirrors; mc; mc = mc->next) {
@@ -597,6 +608,13 @@ static void on_sent(void *owner, int tag, int res)
 	if (dst == SIDE_CLIENT)
 		ctr_add(&s->svc->sh->st->ctr.bytes_out, (uint64_t)res);
 	s->last_active = relay_of(s)->eng->now;
+	if (s->h[dst].eof_held) {
+		/* the send went through: the end of stream was a real FIN */
+		s->h[dst].eof_held = false;
+		on_received(s, dst, NULL, 0);
+		if (s->state == S_CLOSED)
+			return;
+	}
 	pump(s, src);
 	arm_recv(s, src);
 }
