@@ -503,22 +503,6 @@ nomem:
 	return -1;
 }
 
-/* The resolver's latest answer for a's host name ("name:port"), and the
- * port written after it. */
-static const struct resolve_entry *resolved_entry(const struct cfg_addr *a, unsigned *port)
-{
-	const struct resolve_result *res = relay_resolved();
-	const char *colon = strrchr(a->text, ':');
-	if (!res || !colon || colon == a->text || colon - a->text > RESOLVE_NAME_MAX)
-		return NULL;
-	char host[RESOLVE_NAME_MAX + 1];
-	memcpy(host, a->text, (size_t)(colon - a->text));
-	host[colon - a->text] = '\0';
-	if (port)
-		*port = (unsigned)strtoul(colon + 1, NULL, 10);
-	return resolve_result_find(res, host);
-}
-
 /* Replaces each host name in a (n entries) by every address it resolved to
  * (none before its first answer), as "name:port@address" like a backend's.
  * The new array and its texts belong to cfg, as the old ones did.  -1 on
@@ -532,7 +516,7 @@ static int expand_list(struct cfg_addr **a, size_t *n)
 			continue;
 		}
 		names++;
-		const struct resolve_entry *e = resolved_entry(&(*a)[i], NULL);
+		const struct resolve_entry *e = relay_resolved_entry(&(*a)[i], NULL);
 		total += e ? e->n_addrs : 0;
 	}
 	if (names == 0)
@@ -550,26 +534,13 @@ static int expand_list(struct cfg_addr **a, size_t *n)
 			continue;
 		}
 		unsigned port = 0;
-		const struct resolve_entry *e = resolved_entry(src, &port);
+		const struct resolve_entry *e = relay_resolved_entry(src, &port);
 		for (size_t j = 0; e && j < e->n_addrs; j++) {
 			struct cfg_addr *o = &out[k++];
-			o->sa = e->addrs[j];
-			if (o->sa.ss_family == AF_INET) {
-				((struct sockaddr_in *)&o->sa)->sin_port = htons((uint16_t)port);
-				o->salen = sizeof(struct sockaddr_in);
-			} else {
-				((struct sockaddr_in6 *)&o->sa)->sin6_port = htons((uint16_t)port);
-				o->salen = sizeof(struct sockaddr_in6);
-			}
-			char ip[ADDR_STRLEN];
-			addr_format((struct sockaddr *)&o->sa, ip, sizeof(ip));
-			char *c = strrchr(ip, ':');
-			if (c)
-				*c = '\0';
-			if (asprintf(&o->text, "%s@%s", src->text, ip) < 0) {
-				o->text = NULL;
+			char text[RESOLVE_NAME_MAX + 80];
+			relay_resolved_addr(src, &e->addrs[j], port, o, text, sizeof(text));
+			if (!(o->text = strdup(text)))
 				goto nomem;
-			}
 		}
 	}
 	for (size_t i = 0; i < *n; i++)
@@ -601,7 +572,7 @@ static int expand_hosts(struct config *cfg, char *err, size_t len)
 	}
 	if (cfg->admin.enabled && cfg->admin.listen.salen == 0) {
 		/* one address: the first it resolved to */
-		const struct resolve_entry *e = resolved_entry(&cfg->admin.listen, NULL);
+		const struct resolve_entry *e = relay_resolved_entry(&cfg->admin.listen, NULL);
 		if (!e || e->n_addrs == 0) {
 			snprintf(err, len, "admin.listen: host name %s has no address",
 			         cfg->admin.listen.text);

@@ -57,6 +57,7 @@
 
 #include "core/log.h"
 #include "relay/framer.h"
+#include "relay/proxy.h"
 
 #define FO_BACKOFF_MIN_MS     100
 #define FO_BACKOFF_MAX_MS     10000
@@ -1018,45 +1019,6 @@ static const struct esock_cbs listener_cbs = {
     .closed = on_listener_closed,
 };
 
-/* Binds one listening socket (not yet known to the engine).  The fd, or -1
- * with a message naming the address in err. */
-static int bind_listener(struct fanout *f, const struct cfg_addr *a, bool wait, char *err,
-                         size_t len)
-{
-	int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		snprintf(err, len, "cannot listen on %s (service %s): socket: %s", a->text, f->name,
-		         strerror(errno));
-		return -1;
-	}
-	int one = 1;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (a->sa.ss_family == AF_INET6) {
-		int v6only = a->wildcard ? 0 : 1;
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
-	}
-	uint64_t give_up = clock_now_ms() + (wait ? f->bind_timeout_ms : 0);
-	while (bind(fd, (const struct sockaddr *)&a->sa, a->salen) == -1) {
-		int e = errno;
-		if (e == EADDRINUSE && clock_now_ms() < give_up) {
-			struct timespec ts = {0, 100 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-			continue;
-		}
-		snprintf(err, len, "cannot listen on %s (service %s): bind: %s", a->text, f->name,
-		         strerror(e));
-		close(fd);
-		return -1;
-	}
-	if (listen(fd, 4096) == -1) {
-		snprintf(err, len, "cannot listen on %s (service %s): listen: %s", a->text, f->name,
-		         strerror(errno));
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
 /* --- set-up ---------------------------------------------------------------- */
 
 static int copy_addr(struct cfg_addr *dst, const struct cfg_addr *src)
@@ -1341,7 +1303,8 @@ static int fanout_create(struct fanout **out, const struct config *cfg,
 		struct fo_listener *l = f->ls[i];
 		if (find_handover(from, &l->addr))
 			continue;
-		l->fd = bind_listener(f, &l->addr, wait_bind, err, len);
+		l->fd = relay_listen_socket(&l->addr, f->name, false,
+		                            wait_bind ? f->bind_timeout_ms : 0, err, len);
 		if (l->fd < 0) {
 			free_all(f);
 			return -1;

@@ -1600,6 +1600,38 @@ static int split_name(const char *text, char *host, size_t hostlen, unsigned *po
 	return 0;
 }
 
+const struct resolve_entry *relay_resolved_entry(const struct cfg_addr *a, unsigned *port)
+{
+	char host[RESOLVE_NAME_MAX + 1];
+	unsigned p;
+	if (a->salen || !g_resolved || split_name(a->text, host, sizeof(host), &p) < 0)
+		return NULL;
+	if (port)
+		*port = p;
+	return resolve_result_find(g_resolved, host);
+}
+
+void relay_resolved_addr(const struct cfg_addr *named, const struct sockaddr_storage *ip,
+                         unsigned port, struct cfg_addr *out, char *text, size_t len)
+{
+	memset(out, 0, sizeof(*out));
+	out->sa = *ip;
+	if (out->sa.ss_family == AF_INET) {
+		((struct sockaddr_in *)&out->sa)->sin_port = htons((uint16_t)port);
+		out->salen = sizeof(struct sockaddr_in);
+	} else {
+		((struct sockaddr_in6 *)&out->sa)->sin6_port = htons((uint16_t)port);
+		out->salen = sizeof(struct sockaddr_in6);
+	}
+	char addr[ADDR_STRLEN];
+	addr_format((struct sockaddr *)&out->sa, addr, sizeof(addr));
+	char *c = strrchr(addr, ':');
+	if (c)
+		*c = '\0';
+	snprintf(text, len, "%s@%s", named->text, addr);
+	out->text = text;
+}
+
 /* The addresses a written address stands for: itself, or every address
  * its host name resolved to (none before the first answer). */
 static size_t expand_addr(const struct cfg_addr *a, struct cfg_addr *out, size_t max,
@@ -1610,34 +1642,11 @@ static size_t expand_addr(const struct cfg_addr *a, struct cfg_addr *out, size_t
 			out[0] = *a;
 		return 1;
 	}
-	char host[RESOLVE_NAME_MAX + 1];
-	unsigned port;
-	if (split_name(a->text, host, sizeof(host), &port) < 0 || !g_resolved)
-		return 0;
-	const struct resolve_entry *e = resolve_result_find(g_resolved, host);
-	if (!e)
-		return 0;
+	unsigned port = 0;
+	const struct resolve_entry *e = relay_resolved_entry(a, &port);
 	size_t n = 0;
-	for (size_t k = 0; k < e->n_addrs && n < max; k++, n++) {
-		struct cfg_addr *o = &out[n];
-		memset(o, 0, sizeof(*o));
-		o->sa = e->addrs[k];
-		if (o->sa.ss_family == AF_INET) {
-			((struct sockaddr_in *)&o->sa)->sin_port = htons((uint16_t)port);
-			o->salen = sizeof(struct sockaddr_in);
-		} else {
-			((struct sockaddr_in6 *)&o->sa)->sin6_port = htons((uint16_t)port);
-			o->salen = sizeof(struct sockaddr_in6);
-		}
-		/* Each resolved address is its own backend: "name:port@address". */
-		char ip[ADDR_STRLEN];
-		addr_format((struct sockaddr *)&o->sa, ip, sizeof(ip));
-		char *c = strrchr(ip, ':');
-		if (c)
-			*c = '\0';
-		snprintf(texts[n], sizeof(texts[n]), "%s@%s", a->text, ip);
-		o->text = texts[n];
-	}
+	for (; e && n < e->n_addrs && n < max; n++)
+		relay_resolved_addr(a, &e->addrs[n], port, &out[n], texts[n], sizeof(texts[n]));
 	return n;
 }
 
@@ -1816,16 +1825,12 @@ static bool same_addr(const struct sockaddr_storage *a, socklen_t alen,
 	       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
 }
 
-/* Opens, binds and listens on a; a busy port is retried for bind_timeout.
- * Returns the descriptor, or -1 with a message naming the address. */
-/* `wait`: retry a busy port for bind_timeout (at start-up only: during a
- * reload worker 0's loop must not sleep, so a busy port fails at once). */
-static int bind_listener(const struct cfg_addr *a, const struct cfg_service *c, bool reuseport,
-                         bool wait, char *err, size_t len)
+int relay_listen_socket(const struct cfg_addr *a, const char *service, bool reuseport,
+                        uint64_t bind_timeout_ms, char *err, size_t len)
 {
 	int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1) {
-		snprintf(err, len, "cannot listen on %s (service %s): socket: %s", a->text, c->name,
+		snprintf(err, len, "cannot listen on %s (service %s): socket: %s", a->text, service,
 		         strerror(errno));
 		return -1;
 	}
@@ -1839,7 +1844,7 @@ static int bind_listener(const struct cfg_addr *a, const struct cfg_service *c, 
 		int v6only = a->wildcard ? 0 : 1;
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
 	}
-	uint64_t give_up = clock_now_ms() + (wait ? c->bind_timeout_ms : 0);
+	uint64_t give_up = clock_now_ms() + bind_timeout_ms;
 	while (bind(fd, (const struct sockaddr *)&a->sa, a->salen) == -1) {
 		int e = errno;
 		if (e == EADDRINUSE && clock_now_ms() < give_up) {
@@ -1847,13 +1852,13 @@ static int bind_listener(const struct cfg_addr *a, const struct cfg_service *c, 
 			nanosleep(&ts, NULL);
 			continue;
 		}
-		snprintf(err, len, "cannot listen on %s (service %s): bind: %s%s", a->text, c->name,
+		snprintf(err, len, "cannot listen on %s (service %s): bind: %s%s", a->text, service,
 		         strerror(e), privdrop_bind_hint(e, (const struct sockaddr *)&a->sa));
 		close(fd);
 		return -1;
 	}
 	if (listen(fd, 4096) == -1) {
-		snprintf(err, len, "cannot listen on %s (service %s): listen: %s", a->text, c->name,
+		snprintf(err, len, "cannot listen on %s (service %s): listen: %s", a->text, service,
 		         strerror(errno));
 		close(fd);
 		return -1;
@@ -1990,7 +1995,8 @@ int relay_listen(struct relay *r, char *err, size_t len)
 		if (!listens_here(c))
 			continue;
 		for (size_t j = 0; j < c->n_listen; j++) {
-			int fd = bind_listener(&c->listen[j], c, r->n_workers > 1, true, err, len);
+			int fd = relay_listen_socket(&c->listen[j], c->name, r->n_workers > 1,
+			                             c->bind_timeout_ms, err, len);
 			if (fd < 0)
 				return -1;
 			struct listener_rt *l =
@@ -2090,7 +2096,8 @@ int relay_reload(struct relay **workers, unsigned n, struct config *cfg, char *e
 			for (size_t j = 0; ok && j < c->n_listen; j++, k++) {
 				if (find_listener(workers[w], &c->listen[j]))
 					continue;
-				fds[w][k] = bind_listener(&c->listen[j], c, n > 1, false, err, len);
+				fds[w][k] =
+				    relay_listen_socket(&c->listen[j], c->name, n > 1, 0, err, len);
 				if (fds[w][k] < 0)
 					ok = false;
 			}

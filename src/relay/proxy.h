@@ -220,6 +220,22 @@ bool relay_reload_busy(struct relay **workers, unsigned n);
  * them: every address of a name is a backend "name:port@address". */
 struct resolve_result;
 void relay_set_resolved(struct resolve_result *res);
+/* Worker 0: the latest answer for a's host name ("name:port"; NULL for a
+ * numeric address or before any answer), and the port written after it. */
+struct resolve_entry;
+const struct resolve_entry *relay_resolved_entry(const struct cfg_addr *a, unsigned *port);
+/* One resolved address of `named`: ip with `port`, its text
+ * "name:port@address" written into text (len bytes) and pointed at. */
+void relay_resolved_addr(const struct cfg_addr *named, const struct sockaddr_storage *ip,
+                         unsigned port, struct cfg_addr *out, char *text, size_t len);
+
+/* Opens, binds and listens on a listening socket for `service`'s address a
+ * (SO_REUSEPORT when reuseport: one socket per worker).  A busy port is
+ * retried for bind_timeout_ms (0 at reload: worker 0's loop must not sleep).
+ * Returns the descriptor, or -1 with a message naming the address. */
+int relay_listen_socket(const struct cfg_addr *a, const char *service, bool reuseport,
+                        uint64_t bind_timeout_ms, char *err, size_t len);
+
 /* The set relay_set_resolved() gave (NULL before any); worker 0's thread. */
 const struct resolve_result *relay_resolved(void);
 
