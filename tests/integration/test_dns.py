@@ -239,3 +239,32 @@ def test_fanout_dials_every_address_of_a_name(ferry, dns):
         c.close()
     for s in sinks:
         s.close()
+
+
+@pytest.mark.parametrize("where", ["listen", "admin", "output"])
+def test_unknown_name_in_other_addresses_at_start_is_an_error(tmp_path, dns, where):
+    """A listen, admin or fan-out address whose name does not resolve at start:
+    exit 1 with a message naming the host, nothing bound."""
+    import os
+    import subprocess
+    from helpers import FERRY_BIN
+    dns.set({})
+    port = free_port()
+    if where == "listen":
+        text = (f"services:\n  - name: web\n    listen: [\"nope.test:{port}\"]\n"
+                f"    backends: [{{address: \"127.0.0.1:9\"}}]\n")
+    elif where == "admin":
+        text = (f"admin: {{listen: \"nope.test:{port}\"}}\nservices:\n  - name: web\n"
+                f"    listen: [\"127.0.0.1:{free_port()}\"]\n"
+                f"    backends: [{{address: \"127.0.0.1:9\"}}]\n")
+    else:
+        text = (f"services:\n  - name: feed\n    mode: fanout\n"
+                f"    inputs: {{listen: [\"127.0.0.1:{free_port()}\"]}}\n"
+                f"    outputs: {{connect: [\"nope.test:{port}\"]}}\n")
+    cfg = tmp_path / "f.yaml"
+    cfg.write_text(text)
+    r = subprocess.run([FERRY_BIN, "-c", str(cfg)], capture_output=True, text=True,
+                       timeout=T(30), env=dict(os.environ, FERRY_DNS_SERVER=dns.server))
+    assert r.returncode == 1, r.stderr
+    assert "nope.test" in r.stderr, r.stderr
+    assert "ready" not in r.stderr

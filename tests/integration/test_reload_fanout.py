@@ -199,3 +199,18 @@ def test_failed_replacement_keeps_the_running_service(ferry):
     assert not f.logs("fanout_reload")
     send_and_check(pi, [out], 200_000, seed=7)
     busy.close()
+
+
+def test_invalid_file_keeps_the_fanout_service(ferry):
+    """A reload with a broken file: reload_failed, and the fan-out service and
+    its connections go on untouched."""
+    pi, po = port_addr(), port_addr()
+    f = ferry(feed("feed", pi, po))
+    out = Sink(connect(hostport(po)))
+    connected(f, "output", 1)
+    f.config_path.write_text("services:\n  - name: feed\n    mode: fanout\n    framing: lines\n")
+    f.send_signal(signal.SIGHUP)
+    line = f.wait_event("reload_failed")[0]
+    assert "framing" in line["error"]
+    assert not f.logs("fanout_reload")
+    send_and_check(pi, [out], 200_000, seed=8)
